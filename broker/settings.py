@@ -1,0 +1,75 @@
+"""Settings, read from the environment in one place.
+
+Every setting has a default that runs the broker on an embedded SQLite file
+with no other service. ``Settings.from_env`` is the only reader of
+``os.environ`` in the broker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from broker.errors import ConfigurationError
+
+DEFAULT_DATABASE_URL = "sqlite:///var/broker.sqlite3"
+
+
+def _contracts_dir_default() -> Path:
+    """The packaged copy of ``contracts/`` or, in a checkout, the folder itself."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_contracts", here.parent / "contracts"):
+        if (candidate / "categories.json").is_file():
+            return candidate
+    return here.parent / "contracts"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    contracts_dir: Path = field(default_factory=_contracts_dir_default)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""
+    max_request_bytes: int = 1024 * 1024
+    log_level: str = "INFO"
+    log_format: str = "json"
+    auto_migrate: bool = True
+
+    @property
+    def issuer(self) -> str:
+        """The broker's public base URL (no trailing slash)."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        base = cls()
+        try:
+            return replace(
+                base,
+                database_url=env.get("BROKER_DATABASE_URL", base.database_url),
+                contracts_dir=Path(env.get("BROKER_CONTRACTS_DIR", str(base.contracts_dir))),
+                host=env.get("BROKER_HOST", base.host),
+                port=int(env.get("BROKER_PORT", base.port)),
+                public_url=env.get("BROKER_PUBLIC_URL", base.public_url),
+                max_request_bytes=int(env.get("BROKER_MAX_REQUEST_BYTES", base.max_request_bytes)),
+                log_level=env.get("BROKER_LOG_LEVEL", base.log_level).upper(),
+                log_format=env.get("BROKER_LOG_FORMAT", base.log_format),
+                auto_migrate=_flag(env.get("BROKER_AUTO_MIGRATE"), base.auto_migrate),
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid setting: {exc}") from exc
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected a boolean, got {value!r}")

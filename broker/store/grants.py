@@ -1,0 +1,139 @@
+"""Grant persistence: a grant's row plus its append-only history of events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from broker.domain.grants import Grant, GrantAction, GrantEvent, GrantState
+from broker.domain.legal import Activation
+from broker.store.tables import GrantEventRow, GrantRow
+
+
+def _to_domain(row: GrantRow, events: Iterable[GrantEventRow]) -> Grant:
+    return Grant(
+        id=row.id,
+        contract_id=row.contract_id,
+        contract_version=row.contract_version,
+        recipient_id=row.recipient_id,
+        vin=row.vin,
+        activation=Activation(row.activation),
+        categories=frozenset(row.categories),
+        valid_from=row.valid_from,
+        valid_until=row.valid_until,
+        customer_id=row.customer_id,
+        location_precision=row.location_precision,
+        state=GrantState(row.state),
+        history=tuple(
+            GrantEvent(
+                at=e.at,
+                action=GrantAction(e.action),
+                from_state=GrantState(e.from_state) if e.from_state else None,
+                to_state=GrantState(e.to_state),
+                reason=e.reason,
+            )
+            for e in sorted(events, key=lambda e: e.seq)
+        ),
+    )
+
+
+def _load_many(session: Session, rows: list[GrantRow]) -> list[Grant]:
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    events = session.exec(select(GrantEventRow).where(col(GrantEventRow.grant_id).in_(ids))).all()
+    by_grant: dict[str, list[GrantEventRow]] = {}
+    for event in events:
+        by_grant.setdefault(event.grant_id, []).append(event)
+    return [_to_domain(r, by_grant.get(r.id, [])) for r in rows]
+
+
+def get(session: Session, grant_id: str, *, for_update: bool = False) -> Grant | None:
+    query = select(GrantRow).where(GrantRow.id == grant_id)
+    if for_update and session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = session.exec(query).first()
+    return _load_many(session, [row])[0] if row else None
+
+
+def save(session: Session, grant: Grant, *, now: datetime) -> None:
+    """Insert or update the grant and append the events not yet stored."""
+    row = session.get(GrantRow, grant.id)
+    if row is None:
+        row = GrantRow(
+            id=grant.id,
+            contract_id=grant.contract_id,
+            contract_version=grant.contract_version,
+            recipient_id=grant.recipient_id,
+            vin=grant.vin,
+            customer_id=grant.customer_id,
+            activation=grant.activation.value,
+            categories=sorted(grant.categories),
+            location_precision=grant.location_precision,
+            state=grant.state.value,
+            valid_from=grant.valid_from,
+            valid_until=grant.valid_until,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+        session.flush()
+        stored = 0
+    else:
+        stored = session.exec(
+            select(sa.func.count()).select_from(GrantEventRow).where(
+                GrantEventRow.grant_id == grant.id
+            )
+        ).one()
+        row.state = grant.state.value
+        row.contract_version = grant.contract_version
+        row.categories = sorted(grant.categories)
+        row.location_precision = grant.location_precision
+        row.valid_until = grant.valid_until
+        row.updated_at = now
+        session.add(row)
+    if stored > len(grant.history):
+        raise ValueError("a grant's history is append-only")
+    for seq, event in enumerate(grant.history[stored:], start=stored):
+        session.add(
+            GrantEventRow(
+                grant_id=grant.id,
+                seq=seq,
+                at=event.at,
+                action=event.action.value,
+                from_state=event.from_state.value if event.from_state else None,
+                to_state=event.to_state.value,
+                reason=event.reason[:500],
+            )
+        )
+    session.flush()
+
+
+def for_vehicle(session: Session, vin: str) -> list[Grant]:
+    rows = session.exec(select(GrantRow).where(GrantRow.vin == vin).order_by(GrantRow.id)).all()
+    return _load_many(session, list(rows))
+
+
+def for_customer(session: Session, customer_id: str) -> list[Grant]:
+    rows = session.exec(
+        select(GrantRow).where(GrantRow.customer_id == customer_id).order_by(GrantRow.id)
+    ).all()
+    return _load_many(session, list(rows))
+
+
+def in_states(session: Session, states: Iterable[GrantState]) -> list[Grant]:
+    wanted = [s.value for s in states]
+    rows = session.exec(
+        select(GrantRow).where(col(GrantRow.state).in_(wanted)).order_by(GrantRow.id)
+    ).all()
+    return _load_many(session, list(rows))
+
+
+def for_contract(session: Session, contract_id: str) -> list[Grant]:
+    rows = session.exec(
+        select(GrantRow).where(GrantRow.contract_id == contract_id).order_by(GrantRow.id)
+    ).all()
+    return _load_many(session, list(rows))

@@ -1,0 +1,122 @@
+"""Persistence of the parties: customers, vehicles and their people, recipients, fleets."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from broker.domain.parties import (
+    Customer,
+    FleetMembership,
+    Language,
+    Ownership,
+    Period,
+    Recipient,
+    RecipientKind,
+    RecipientRole,
+    RecipientStatus,
+    SccAgreement,
+    Vehicle,
+)
+from broker.store.tables import (
+    CustomerRow,
+    FleetMembershipRow,
+    RecipientRow,
+    SccAgreementRow,
+    VehiclePartyRow,
+    VehicleRow,
+)
+
+OWNER = "owner"
+SECONDARY_DRIVER = "secondary_driver"
+
+
+def customer(session: Session, customer_id: str) -> Customer | None:
+    row = session.get(CustomerRow, customer_id)
+    if row is None:
+        return None
+    return Customer(id=row.id, login=row.login, language=Language(row.language))
+
+
+def vehicle(session: Session, vin: str) -> Vehicle | None:
+    if session.get(VehicleRow, vin) is None:
+        return None
+    parties = session.exec(
+        select(VehiclePartyRow).where(VehiclePartyRow.vin == vin).order_by(
+            col(VehiclePartyRow.since)
+        )
+    ).all()
+
+    def of(role: str) -> tuple[Ownership, ...]:
+        return tuple(
+            Ownership(p.customer_id, Period(p.since, p.until)) for p in parties if p.role == role
+        )
+
+    return Vehicle(vin=vin, owners=of(OWNER), secondary_drivers=of(SECONDARY_DRIVER))
+
+
+def current_owner_row(session: Session, vin: str) -> VehiclePartyRow | None:
+    return session.exec(
+        select(VehiclePartyRow).where(
+            VehiclePartyRow.vin == vin,
+            VehiclePartyRow.role == OWNER,
+            col(VehiclePartyRow.until).is_(None),
+        )
+    ).first()
+
+
+def add_party(
+    session: Session,
+    *,
+    vin: str,
+    customer_id: str,
+    role: str,
+    since: datetime,
+    until: datetime | None = None,
+) -> VehiclePartyRow:
+    row = VehiclePartyRow(vin=vin, customer_id=customer_id, role=role, since=since, until=until)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def recipient(session: Session, recipient_id: str) -> Recipient | None:
+    row = session.get(RecipientRow, recipient_id)
+    if row is None:
+        return None
+    sccs = session.exec(
+        select(SccAgreementRow).where(SccAgreementRow.recipient_id == recipient_id)
+    ).all()
+    return Recipient(
+        id=row.id,
+        name=row.name,
+        kind=RecipientKind(row.kind),
+        legal_entity=row.legal_entity,
+        role=RecipientRole(row.role),
+        headquarters_country=row.headquarters_country,
+        processing_countries=tuple(row.processing_countries),
+        storage_countries=tuple(row.storage_countries),
+        status=RecipientStatus(row.status),
+        dpf_certified_until=row.dpf_certified_until,
+        scc_agreements=tuple(
+            SccAgreement(
+                reference=s.reference,
+                module=s.module,
+                signed_on=s.signed_on,
+                expires_on=s.expires_on,
+                tia_reference=s.tia_reference,
+                tia_review_due=s.tia_review_due,
+            )
+            for s in sccs
+        ),
+    )
+
+
+def fleet_memberships(session: Session, vin: str) -> list[FleetMembership]:
+    rows = session.exec(
+        select(FleetMembershipRow).where(FleetMembershipRow.vin == vin).order_by(
+            col(FleetMembershipRow.since)
+        )
+    ).all()
+    return [FleetMembership(r.operator_id, r.vin, Period(r.since, r.until)) for r in rows]

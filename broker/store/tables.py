@@ -1,0 +1,182 @@
+"""The broker's tables (SQLModel). Every schema change goes through a migration.
+
+Times are :class:`~broker.store.types.UTCDateTime`; lists and documents are
+:data:`~broker.store.types.PortableJSON`. Grants and their events are never
+deleted: a grant's history is its legal record.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from broker.store.types import PortableJSON, UTCDateTime
+
+
+def _json_column(nullable: bool = False) -> Any:
+    return Field(sa_column=sa.Column(PortableJSON, nullable=nullable))
+
+
+class CustomerRow(SQLModel, table=True):
+    __tablename__ = "customer"
+
+    id: str = Field(primary_key=True, max_length=64)
+    login: str = Field(max_length=128, unique=True)
+    password_hash: str = Field(max_length=256)
+    language: str = Field(max_length=2, default="en")
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class VehicleRow(SQLModel, table=True):
+    __tablename__ = "vehicle"
+
+    vin: str = Field(primary_key=True, max_length=17)
+    model: str | None = Field(default=None, max_length=128)
+    location_collection: bool = Field(default=True)
+    location_sharing: bool = Field(default=True)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class VehiclePartyRow(SQLModel, table=True):
+    """An owner or secondary driver of a vehicle, for a period."""
+
+    __tablename__ = "vehicle_party"
+    __table_args__ = (sa.Index("ix_vehicle_party_vin_role", "vin", "role"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    vin: str = Field(foreign_key="vehicle.vin", max_length=17)
+    customer_id: str = Field(foreign_key="customer.id", max_length=64, index=True)
+    role: str = Field(max_length=16)  # owner | secondary_driver
+    since: datetime = Field(sa_type=UTCDateTime)
+    until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class RecipientRow(SQLModel, table=True):
+    __tablename__ = "recipient"
+
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    kind: str = Field(max_length=32)
+    legal_entity: str = Field(max_length=200)
+    role: str = Field(max_length=32)
+    headquarters_country: str = Field(max_length=2)
+    processing_countries: list[str] = _json_column()
+    storage_countries: list[str] = _json_column()
+    status: str = Field(max_length=16, default="active")
+    dpf_certified_until: date | None = Field(default=None)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class SccAgreementRow(SQLModel, table=True):
+    __tablename__ = "scc_agreement"
+
+    reference: str = Field(primary_key=True, max_length=128)
+    recipient_id: str = Field(foreign_key="recipient.id", max_length=64, index=True)
+    module: int
+    signed_on: date
+    expires_on: date | None = None
+    tia_reference: str | None = Field(default=None, max_length=128)
+    tia_review_due: date | None = None
+
+
+class OAuthClientRow(SQLModel, table=True):
+    __tablename__ = "oauth_client"
+
+    client_id: str = Field(primary_key=True, max_length=128)
+    kind: str = Field(max_length=16)  # recipient | customer_app | backend
+    recipient_id: str | None = Field(
+        default=None, foreign_key="recipient.id", max_length=64, index=True
+    )
+    auth_method: str = Field(max_length=32)
+    secret_digest: str | None = Field(default=None, max_length=128)
+    jwks: dict[str, Any] | None = _json_column(nullable=True)
+    redirect_uris: list[str] = _json_column()
+    grant_types: list[str] = _json_column()
+    scopes: list[str] = _json_column()
+    status: str = Field(max_length=16, default="active")
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class ContractRow(SQLModel, table=True):
+    """One version of a data-sharing contract, as the document it was loaded from."""
+
+    __tablename__ = "contract"
+
+    id: str = Field(primary_key=True, max_length=64)
+    version: int = Field(primary_key=True)
+    recipient_id: str = Field(foreign_key="recipient.id", max_length=64, index=True)
+    document: dict[str, Any] = _json_column()
+    digest: str = Field(max_length=64)
+    loaded_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class GrantRow(SQLModel, table=True):
+    __tablename__ = "data_grant"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["contract_id", "contract_version"], ["contract.id", "contract.version"]
+        ),
+        sa.Index("ix_grant_contract_state", "contract_id", "state"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    contract_id: str = Field(max_length=64)
+    contract_version: int
+    recipient_id: str = Field(foreign_key="recipient.id", max_length=64, index=True)
+    vin: str = Field(foreign_key="vehicle.vin", max_length=17, index=True)
+    customer_id: str | None = Field(
+        default=None, foreign_key="customer.id", max_length=64, index=True
+    )
+    activation: str = Field(max_length=32)
+    categories: list[str] = _json_column()
+    location_precision: str | None = Field(default=None, max_length=16)
+    state: str = Field(max_length=16)
+    valid_from: datetime = Field(sa_type=UTCDateTime)
+    valid_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class GrantEventRow(SQLModel, table=True):
+    __tablename__ = "grant_event"
+    __table_args__ = (sa.UniqueConstraint("grant_id", "seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    grant_id: str = Field(foreign_key="data_grant.id", max_length=64, index=True)
+    seq: int
+    at: datetime = Field(sa_type=UTCDateTime)
+    action: str = Field(max_length=32)
+    from_state: str | None = Field(default=None, max_length=16)
+    to_state: str = Field(max_length=16)
+    reason: str = Field(max_length=500)
+
+
+class FleetMembershipRow(SQLModel, table=True):
+    __tablename__ = "fleet_membership"
+
+    id: int | None = Field(default=None, primary_key=True)
+    operator_id: str = Field(foreign_key="recipient.id", max_length=64, index=True)
+    vin: str = Field(foreign_key="vehicle.vin", max_length=17, index=True)
+    since: datetime = Field(sa_type=UTCDateTime)
+    until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class TelemetryRecordRow(SQLModel, table=True):
+    """One telemetry record of one data category, as the car maker's backend sent it."""
+
+    __tablename__ = "telemetry_record"
+    __table_args__ = (sa.Index("ix_telemetry_vin_category_time", "vin", "category", "recorded_at"),)
+
+    id: str = Field(primary_key=True, max_length=128)
+    vin: str = Field(foreign_key="vehicle.vin", max_length=17)
+    category: str = Field(max_length=64)
+    recorded_at: datetime = Field(sa_type=UTCDateTime)
+    received_at: datetime = Field(sa_type=UTCDateTime)
+    data: dict[str, Any] = _json_column()
+
+
+metadata = SQLModel.metadata
