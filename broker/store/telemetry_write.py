@@ -1,0 +1,52 @@
+"""The telemetry write API: store records idempotently by record id.
+
+There is deliberately no read function here: reading stored telemetry for a
+recipient is the gate's alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from broker.store.tables import TelemetryRecordRow
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    id: str
+    vin: str
+    category: str
+    recorded_at: datetime
+    data: dict[str, Any]
+
+
+def store_records(session: Session, records: Sequence[NewRecord], *, received_at: datetime) -> int:
+    """Insert the records whose ids are new; returns how many were stored."""
+    if not records:
+        return 0
+    ids = [r.id for r in records]
+    existing = set(
+        session.exec(select(TelemetryRecordRow.id).where(col(TelemetryRecordRow.id).in_(ids)))
+    )
+    fresh: dict[str, NewRecord] = {}
+    for record in records:
+        if record.id not in existing and record.id not in fresh:
+            fresh[record.id] = record
+    session.add_all(
+        TelemetryRecordRow(
+            id=r.id,
+            vin=r.vin,
+            category=r.category,
+            recorded_at=r.recorded_at,
+            received_at=received_at,
+            data=r.data,
+        )
+        for r in fresh.values()
+    )
+    session.flush()
+    return len(fresh)
