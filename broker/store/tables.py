@@ -180,3 +180,38 @@ class TelemetryRecordRow(SQLModel, table=True):
 
 
 metadata = SQLModel.metadata
+
+
+class AuditEntryRow(SQLModel, table=True):
+    """One entry of the tamper-evident audit log (see :mod:`broker.store.audit`).
+
+    ``entry`` is the entry's canonical JSON (``seq`` included), ``leaf_hash`` its
+    RFC 9162 leaf hash in hex; ``at``, ``kind``, ``recipient_id`` and
+    ``subject_ref`` are copies for queries, checked against ``entry`` on verify.
+    Rows are only ever inserted.
+    """
+
+    __tablename__ = "audit_entry"
+
+    seq: int = Field(
+        primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    at: datetime = Field(sa_type=UTCDateTime, index=True)
+    kind: str = Field(max_length=32)
+    recipient_id: str = Field(max_length=64, index=True)
+    subject_ref: str = Field(max_length=128, index=True)
+    entry: dict[str, Any] = _json_column()
+    leaf_hash: str = Field(max_length=64)
+
+
+class AuditCheckpointRow(SQLModel, table=True):
+    """A signed checkpoint of the audit tree: its first ``tree_size`` entries have root
+    ``root_hash``. ``note`` is the signed note; the other columns are copies of it."""
+
+    __tablename__ = "audit_checkpoint"
+
+    id: int | None = Field(default=None, primary_key=True)
+    tree_size: int = Field(sa_type=sa.BigInteger, index=True)
+    root_hash: str = Field(max_length=64)
+    note: str = Field(sa_type=sa.Text)
+    created_at: datetime = Field(sa_type=UTCDateTime)
