@@ -37,6 +37,9 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "json"
     auto_migrate: bool = True
+    master_key: str | None = field(default=None, repr=False)
+    master_key_file: Path = Path("var/master.key")
+    audit_key_file: Path = Path("var/audit-signing.key")
 
     @property
     def issuer(self) -> str:
@@ -59,6 +62,9 @@ class Settings:
                 log_level=env.get("BROKER_LOG_LEVEL", base.log_level).upper(),
                 log_format=env.get("BROKER_LOG_FORMAT", base.log_format),
                 auto_migrate=_flag(env.get("BROKER_AUTO_MIGRATE"), base.auto_migrate),
+                master_key=env.get("BROKER_MASTER_KEY") or None,
+                master_key_file=Path(env.get("BROKER_MASTER_KEY_FILE", str(base.master_key_file))),
+                audit_key_file=Path(env.get("BROKER_AUDIT_KEY_FILE", str(base.audit_key_file))),
             )
         except ValueError as exc:
             raise ConfigurationError(f"invalid setting: {exc}") from exc

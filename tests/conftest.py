@@ -46,7 +46,7 @@ def _admin_connect() -> psycopg.Connection[tuple[object, ...]]:
 
 
 @pytest.fixture(scope="session")
-def postgres_admin() -> Iterator[str]:
+def postgres_admin() -> str:
     if not POSTGRES_WANTED:
         _unavailable("PostgreSQL tests disabled by BROKER_TEST_POSTGRES=0")
     try:
@@ -54,7 +54,7 @@ def postgres_admin() -> Iterator[str]:
             pass
     except psycopg.OperationalError as exc:
         _unavailable(f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {exc}")
-    yield POSTGRES_ADMIN_URL
+    return POSTGRES_ADMIN_URL
 
 
 def create_postgres_database(prefix: str = "broker_test") -> str:
@@ -114,7 +114,9 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
 
 
 @pytest.fixture
-def empty_database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def empty_database_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[str]:
     """A database with no schema at all, of the current backend."""
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"

@@ -42,10 +42,12 @@ _COLUMN_LIMITS = {"kind": 32, "recipient_id": 64, "subject_ref": 128}
 _READ_BATCH = 1000
 
 
-def _serialise(session: Session) -> None:
+def serialise(session: Session) -> None:
     """Hold the audit append lock until the transaction ends (PostgreSQL).
 
     On SQLite the write session already holds the database's one write lock.
+    Every transaction that will append takes this lock *before* any row lock
+    (grants), so lock order is the same everywhere and no two writers deadlock.
     """
     if session.get_bind().dialect.name == "postgresql":
         session.connection().execute(
@@ -63,7 +65,7 @@ def append(session: Session, entries: Sequence[AuditEntry]) -> list[AuditEntry]:
         for name, limit in _COLUMN_LIMITS.items():
             if len(getattr(entry, name)) > limit:
                 raise ValueError(f"an audit entry's {name} is at most {limit} characters")
-    _serialise(session)
+    serialise(session)
     last = session.exec(select(sa.func.max(AuditEntryRow.seq))).one()
     start = 0 if last is None else int(last) + 1
     placed = [entry.with_seq(start + offset) for offset, entry in enumerate(entries)]
@@ -132,7 +134,7 @@ def write_checkpoint(session: Session, signer: CheckpointSigner, at: datetime) -
     a checkpoint must never launder an edit.
     """
     at = ensure_utc(at)
-    _serialise(session)
+    serialise(session)
     result = verify_entries(
         _rows(session),
         _stored_claims(session),

@@ -84,9 +84,9 @@ def save(session: Session, grant: Grant, *, now: datetime) -> None:
         stored = 0
     else:
         stored = session.exec(
-            select(sa.func.count()).select_from(GrantEventRow).where(
-                GrantEventRow.grant_id == grant.id
-            )
+            select(sa.func.count())
+            .select_from(GrantEventRow)
+            .where(GrantEventRow.grant_id == grant.id)
         ).one()
         row.state = grant.state.value
         row.contract_version = grant.contract_version
@@ -136,4 +136,21 @@ def for_contract(session: Session, contract_id: str) -> list[Grant]:
     rows = session.exec(
         select(GrantRow).where(GrantRow.contract_id == contract_id).order_by(GrantRow.id)
     ).all()
+    return _load_many(session, list(rows))
+
+
+def for_release(session: Session, contract_id: str, *, vins: list[str] | None) -> list[Grant]:
+    """The grants a release under ``contract_id`` may rely on, share-locked on PostgreSQL.
+
+    A revocation takes the row lock exclusively, so it waits for a release in
+    flight (and the release's audit entry) to commit, or the release waits for it.
+    """
+    query = select(GrantRow).where(GrantRow.contract_id == contract_id)
+    if vins is not None:
+        query = query.where(col(GrantRow.vin).in_(vins))
+    else:
+        query = query.where(col(GrantRow.state).in_(["active", "suspended"]))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(read=True)
+    rows = session.exec(query.order_by(col(GrantRow.vin), col(GrantRow.id))).all()
     return _load_many(session, list(rows))

@@ -43,9 +43,9 @@ def vehicle(session: Session, vin: str) -> Vehicle | None:
     if session.get(VehicleRow, vin) is None:
         return None
     parties = session.exec(
-        select(VehiclePartyRow).where(VehiclePartyRow.vin == vin).order_by(
-            col(VehiclePartyRow.since)
-        )
+        select(VehiclePartyRow)
+        .where(VehiclePartyRow.vin == vin)
+        .order_by(col(VehiclePartyRow.since))
     ).all()
 
     def of(role: str) -> tuple[Ownership, ...]:
@@ -115,8 +115,37 @@ def recipient(session: Session, recipient_id: str) -> Recipient | None:
 
 def fleet_memberships(session: Session, vin: str) -> list[FleetMembership]:
     rows = session.exec(
-        select(FleetMembershipRow).where(FleetMembershipRow.vin == vin).order_by(
-            col(FleetMembershipRow.since)
-        )
+        select(FleetMembershipRow)
+        .where(FleetMembershipRow.vin == vin)
+        .order_by(col(FleetMembershipRow.since))
     ).all()
     return [FleetMembership(r.operator_id, r.vin, Period(r.since, r.until)) for r in rows]
+
+
+def end_secondary_drivers(session: Session, vin: str, *, at: datetime) -> int:
+    rows = session.exec(
+        select(VehiclePartyRow).where(
+            VehiclePartyRow.vin == vin,
+            VehiclePartyRow.role == SECONDARY_DRIVER,
+            col(VehiclePartyRow.until).is_(None),
+        )
+    ).all()
+    for row in rows:
+        row.until = at
+        session.add(row)
+    return len(rows)
+
+
+def end_fleet_membership(session: Session, operator_id: str, vin: str, *, at: datetime) -> bool:
+    row = session.exec(
+        select(FleetMembershipRow).where(
+            FleetMembershipRow.operator_id == operator_id,
+            FleetMembershipRow.vin == vin,
+            col(FleetMembershipRow.until).is_(None),
+        )
+    ).first()
+    if row is None:
+        return False
+    row.until = at
+    session.add(row)
+    return True

@@ -215,3 +215,25 @@ class AuditCheckpointRow(SQLModel, table=True):
     root_hash: str = Field(max_length=64)
     note: str = Field(sa_type=sa.Text)
     created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class NoticeRow(SQLModel, table=True):
+    """A notice released to a recipient (a grant ended: erase the data; EU Data Act Art. 6).
+
+    Carries only the grant reference and the contract's identifier for the vehicle.
+    """
+
+    __tablename__ = "notice"
+    __table_args__ = (sa.Index("ix_notice_recipient_created", "recipient_id", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    recipient_id: str = Field(foreign_key="recipient.id", max_length=64)
+    contract_id: str = Field(max_length=64)
+    grant_id: str = Field(foreign_key="data_grant.id", max_length=64, index=True)
+    vehicle_ref: str | None = Field(default=None, max_length=64)
+    kind: str = Field(max_length=32)
+    reason: str = Field(max_length=200)
+    erase_by: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    audit_seq: int
+    acknowledged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -117,7 +117,7 @@ def raw_set_entry(
     for name, value in columns.items():
         sets.append(f"{name} = :{name}")
         params[name] = value
-    sql = f"UPDATE audit_entry SET {', '.join(sets)} WHERE seq = :seq"  # noqa: S608 - fixed names
+    sql = f"UPDATE audit_entry SET {', '.join(sets)} WHERE seq = :seq"
     raw(db, sql, **params)
 
 
@@ -131,7 +131,7 @@ def raw_insert(db: Database, entry: AuditEntry) -> None:
     at: Any = entry.at.strftime("%Y-%m-%d %H:%M:%S.%f") if db.is_sqlite else entry.at
     columns = "seq, at, kind, recipient_id, subject_ref, entry, leaf_hash"
     values = f":seq, :at, :kind, :recipient_id, :subject_ref, {cast}, :leaf_hash"
-    sql = f"INSERT INTO audit_entry ({columns}) VALUES ({values})"  # noqa: S608 - fixed text
+    sql = f"INSERT INTO audit_entry ({columns}) VALUES ({values})"
     raw(
         db,
         sql,

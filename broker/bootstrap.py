@@ -1,0 +1,155 @@
+"""The composition root: the one place that builds and wires the broker's parts.
+
+No I/O at import time. :func:`open_broker` opens the database (migrating it when
+``BROKER_AUTO_MIGRATE`` is on, the default), loads the documents and keys, and
+wires the gate with its revocation listeners; :func:`create_web_app` does the
+same inside the web application's lifecycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from broker import __version__
+from broker.audit.checkpoint import CheckpointSigner
+from broker.clock import Clock, SystemClock
+from broker.documents import DocumentLibrary
+from broker.errors import DatabaseError
+from broker.gate.gate import Gate
+from broker.gate.keyring import Keyring
+from broker.gate.notices import issue_notice
+from broker.gate.revocation import RevocationListeners
+from broker.http.app import create_app
+from broker.protection.keys import generate_master_key, load_master_key
+from broker.services.grants import GrantService
+from broker.settings import Settings
+from broker.store.database import Database
+from broker.store.migrate import check_known, head_revision, upgrade
+from broker.transfer.adequacy import AdequacyTable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Broker:
+    """Every long-lived part of a running broker."""
+
+    settings: Settings
+    clock: Clock
+    database: Database
+    documents: DocumentLibrary
+    adequacy: AdequacyTable
+    keyring: Keyring
+    listeners: RevocationListeners
+    grants: GrantService
+    gate: Gate
+    audit_key_file: Path
+
+    def audit_signer(self) -> CheckpointSigner:
+        return CheckpointSigner.from_file(self.audit_key_file)
+
+    def close(self) -> None:
+        self.database.close()
+
+
+def master_key(settings: Settings) -> bytes:
+    """The master key from the environment or its key file (created on first start)."""
+    if settings.master_key:
+        return load_master_key(settings.master_key, None)
+    path = settings.master_key_file
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(generate_master_key() + "\n")
+        log.warning("created a new master key file", extra={"path": str(path)})
+    return load_master_key(None, path)
+
+
+def audit_key(settings: Settings) -> Path:
+    """The audit checkpoint signing key file (created on first start)."""
+    path = settings.audit_key_file
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        CheckpointSigner.generate(path)
+        log.warning("created a new audit signing key", extra={"path": str(path)})
+    return path
+
+
+def open_broker(settings: Settings, *, clock: Clock | None = None) -> Broker:
+    clock = clock or SystemClock()
+    documents = DocumentLibrary(settings.contracts_dir)
+    adequacy = AdequacyTable.load(settings.contracts_dir / "adequacy.json")
+    keyring = Keyring(master_key(settings))
+    audit_key_file = audit_key(settings)
+    database = Database(settings.database_url)
+    try:
+        if settings.auto_migrate:
+            upgrade(database)
+        elif check_known(database) != head_revision():
+            raise DatabaseError(
+                f"the database at {database.describe()} is not at the current schema; "
+                "run `broker db upgrade` (or set BROKER_AUTO_MIGRATE=1)"
+            )
+    except BaseException:
+        database.close()
+        raise
+    listeners = RevocationListeners()
+    listeners.register("notice", lambda session, ended: issue_notice(session, ended, keyring))
+    gate = Gate(database=database, clock=clock, adequacy=adequacy, keyring=keyring)
+    return Broker(
+        settings=settings,
+        clock=clock,
+        database=database,
+        documents=documents,
+        adequacy=adequacy,
+        keyring=keyring,
+        listeners=listeners,
+        grants=GrantService(listeners),
+        gate=gate,
+        audit_key_file=audit_key_file,
+    )
+
+
+@dataclass
+class Runtime:
+    """Holds the broker while the web application runs (set at start-up)."""
+
+    broker: Broker | None = field(default=None)
+
+    def require(self) -> Broker:
+        if self.broker is None:
+            raise DatabaseError("the broker is starting")
+        return self.broker
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def create_web_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+    runtime = Runtime()
+
+    async def readiness() -> None:
+        await runtime.require().database.ping()
+
+    app = create_app(settings=settings, readiness=readiness, version=__version__)
+    app[RUNTIME] = runtime
+
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        runtime.broker = await asyncio.to_thread(open_broker, settings, clock=clock)
+        try:
+            yield
+        finally:
+            broker, runtime.broker = runtime.broker, None
+            await broker.gate.close()
+            await asyncio.to_thread(broker.close)
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,389 @@
+"""The gate's one path: check, minimise, protect, country-check, audit, hand over.
+
+:meth:`Gate.decide` runs inside one write transaction: the grant rows it relies
+on are read under a share lock (PostgreSQL; SQLite has one writer), so a
+revocation either commits before the release is decided or waits until the
+release and its audit entry are committed. The audit entry is appended before
+the release is handed to the channel.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session
+
+from broker.audit.entry import AuditEntry
+from broker.clock import Clock
+from broker.domain.contracts import Contract, ProtectionLevel, effective_terms
+from broker.domain.grants import Grant
+from broker.gate.group_commit import GroupCommitter
+from broker.gate.keyring import Keyring
+from broker.gate.release import (
+    Denial,
+    Outcome,
+    PopulationTarget,
+    Release,
+    ReleaseRequest,
+    VehicleTarget,
+    Withheld,
+    seal_for,
+)
+from broker.policy.release import (
+    Reason,
+    check_contract,
+    check_grant,
+    check_recipient,
+    pick_grant,
+    split_categories,
+)
+from broker.protection.protect import (
+    ProtectedPayload,
+    ProtectionContext,
+    SourceRecord,
+    Subject,
+    protect,
+    vehicle_reference,
+)
+from broker.store import audit as audit_store
+from broker.store import contracts as contract_store
+from broker.store import grants as grant_store
+from broker.store import parties as party_store
+from broker.store import telemetry_read
+from broker.store.database import Database
+from broker.transfer.adequacy import AdequacyTable
+from broker.transfer.check import TransferDecision, check_transfer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Vehicle:
+    vin: str
+    grant: Grant
+    terms: Contract
+    categories: frozenset[str]
+    context: ProtectionContext
+    subject: Subject
+
+
+class Gate:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        clock: Clock,
+        adequacy: AdequacyTable,
+        keyring: Keyring,
+    ) -> None:
+        self.database = database
+        self.clock = clock
+        self.adequacy = adequacy
+        self.keyring = keyring
+        self.committer = GroupCommitter(database)
+
+    async def release(self, request: ReleaseRequest) -> Outcome:
+        """Decide ``request`` in the next group commit; the outcome once it is durable."""
+        return await self.committer.submit(lambda s: self.decide(s, request, self.clock.now()))
+
+    async def close(self) -> None:
+        await self.committer.close()
+
+    # -- the path -------------------------------------------------------------------------
+
+    def decide(self, session: Session, request: ReleaseRequest, now: datetime) -> Outcome:
+        audit_store.serialise(session)  # the audit lock first: one lock order for all writers
+        recipient = party_store.recipient(session, request.recipient_id)
+        if reasons := check_recipient(recipient):
+            return self._deny(session, request, reasons, now)
+        assert recipient is not None
+        contract = contract_store.latest(session, request.contract_id)
+        if reasons := check_contract(
+            contract, request.recipient_id, request.channel, request.purpose, now
+        ):
+            return self._deny(session, request, reasons, now, contract)
+        assert contract is not None
+
+        vehicles, withheld, refusals = self._vehicles(session, request, contract, now)
+        if not vehicles and refusals:
+            return self._deny(session, request, refusals, now, contract)
+
+        records, next_after, outside = self._read(session, request, vehicles)
+        withheld += outside
+        payload = self._protect(records, vehicles, contract)
+        if not payload.records and withheld and any(r.reason.count for r in withheld):
+            return self._deny(session, request, [w.reason for w in withheld], now, contract)
+
+        transfer = check_transfer(
+            recipient, contract.processing_countries, self.adequacy, now.date()
+        )
+        if not transfer.allowed:
+            reasons = [Reason("transfer_not_allowed", r) for r in transfer.reasons]
+            return self._deny(session, request, reasons, now, contract, transfer)
+
+        decision = "partial" if withheld else "released"
+        entry = self._audit(
+            session,
+            request,
+            now,
+            contract,
+            kind="release",
+            decision=decision,
+            reasons=[w.reason for w in withheld],
+            grants=[v.grant for v in vehicles.values()],
+            payload=payload,
+            transfer=transfer,
+        )
+        assert entry.seq is not None
+        refs = tuple(
+            sorted(
+                ref
+                for v in vehicles.values()
+                if (ref := vehicle_reference(v.vin, v.context)) is not None
+            )
+        )
+        return Release(
+            request=request,
+            payload=payload,
+            decision=decision,
+            audit_seq=entry.seq,
+            withheld=tuple(withheld),
+            transfer=transfer.summary(),
+            vehicle_refs=refs,
+            grant_ids=tuple(sorted(v.grant.id for v in vehicles.values())),
+            next_after=next_after,
+            seal=seal_for(entry.seq, payload.digest()),
+        )
+
+    def _vehicles(
+        self, session: Session, request: ReleaseRequest, contract: Contract, now: datetime
+    ) -> tuple[dict[str, _Vehicle], list[Withheld], list[Reason]]:
+        """Per vehicle: the deciding grant, its effective terms, and the categories it releases."""
+        if isinstance(request.target, VehicleTarget):
+            candidates = grant_store.for_release(
+                session, request.contract_id, vins=[request.target.vin]
+            )
+        else:
+            assert isinstance(request.target, PopulationTarget)
+            candidates = grant_store.for_release(session, request.contract_id, vins=None)
+        by_vin: dict[str, list[Grant]] = defaultdict(list)
+        for grant in candidates:
+            if request.customer_id is None or grant.customer_id == request.customer_id:
+                by_vin[grant.vin].append(grant)
+        if isinstance(request.target, VehicleTarget) and request.target.vin not in by_vin:
+            return {}, [], check_grant(None, now)
+
+        settings = telemetry_read.location_settings(session, list(by_vin))
+        vehicles: dict[str, _Vehicle] = {}
+        withheld: list[Withheld] = []
+        refusals: list[Reason] = []
+        for vin, grants in sorted(by_vin.items()):
+            picked = pick_grant(grants, now)
+            if reasons := check_grant(picked, now):
+                refusals += reasons  # a population skips vehicles without an active grant
+                continue
+            assert picked is not None
+            grant = picked
+            consented = contract_store.get(session, grant.contract_id, grant.contract_version)
+            terms = effective_terms(consented or contract, contract)
+            context = ProtectionContext(
+                contract=terms,
+                recipient_id=request.recipient_id,
+                pseudonymiser=self.keyring.pseudonymiser(request.recipient_id, contract.id),
+                location_precision=grant.location_precision,
+            )
+            setting = settings.get(vin)
+            shared = setting is not None and setting.sharing and setting.collection
+            categories, reasons = split_categories(request.categories, terms, grant, shared)
+            ref = vehicle_reference(vin, context)
+            withheld += [Withheld(reason, ref) for reason in reasons]
+            if not categories:
+                refusals += reasons
+                continue
+            vehicles[vin] = _Vehicle(
+                vin, grant, terms, categories, context, self._subject(session, vin)
+            )
+        return vehicles, withheld, refusals
+
+    def _subject(self, session: Session, vin: str) -> Subject:
+        vehicle = party_store.vehicle(session, vin)
+        logins: set[str] = set()
+        if vehicle is not None:
+            for holder in (*vehicle.owners, *vehicle.secondary_drivers):
+                customer = party_store.customer(session, holder.customer_id)
+                if customer is not None:
+                    logins.add(customer.login)
+        return Subject(vin=vin, identifiers=frozenset(logins))
+
+    def _read(
+        self, session: Session, request: ReleaseRequest, vehicles: dict[str, _Vehicle]
+    ) -> tuple[list[SourceRecord], tuple[datetime, str] | None, list[Withheld]]:
+        """The stored records the grants cover; records outside a grant's periods withheld."""
+        wanted = frozenset().union(*(v.categories for v in vehicles.values()))
+        stored = telemetry_read.records(
+            session,
+            vins=list(vehicles),
+            categories=sorted(wanted),
+            since=request.since,
+            until=request.until,
+            after=request.after,
+            limit=request.limit,
+        )
+        next_after = None
+        if request.limit is not None and len(stored) == request.limit and stored:
+            next_after = (stored[-1].recorded_at, stored[-1].id)
+        released: list[SourceRecord] = []
+        outside: dict[tuple[str, str], int] = defaultdict(int)
+        for record in stored:
+            vehicle = vehicles[record.vin]
+            if record.category not in vehicle.categories:
+                continue
+            if not vehicle.grant.covers(record.recorded_at):
+                outside[(record.vin, record.category)] += 1
+                continue
+            released.append(
+                SourceRecord(
+                    record.id, record.vin, record.category, record.recorded_at, record.data
+                )
+            )
+        withheld = [
+            Withheld(
+                Reason(
+                    "recorded_outside_grant",
+                    "recorded while the grant was not active",
+                    category=category,
+                    count=count,
+                ),
+                vehicle_reference(vin, vehicles[vin].context),
+            )
+            for (vin, category), count in sorted(outside.items())
+        ]
+        return released, next_after, withheld
+
+    def _protect(
+        self, records: list[SourceRecord], vehicles: dict[str, _Vehicle], contract: Contract
+    ) -> ProtectedPayload:
+        subjects = {vin: v.subject for vin, v in vehicles.items()}
+        if contract.protection.level is ProtectionLevel.ANONYMISED or not vehicles:
+            context = ProtectionContext(
+                contract=contract,
+                recipient_id=contract.recipient,
+                pseudonymiser=self.keyring.pseudonymiser(contract.recipient, contract.id),
+            )
+            return protect(records, context, subjects)
+        parts = []
+        for vin, vehicle in sorted(vehicles.items()):
+            mine = [r for r in records if r.vin == vin]
+            parts.append(protect(mine, vehicle.context, {vin: vehicle.subject}))
+        return _merge(parts, contract.protection.level)
+
+    # -- denial and audit -----------------------------------------------------------------
+
+    def _deny(
+        self,
+        session: Session,
+        request: ReleaseRequest,
+        reasons: list[Reason],
+        now: datetime,
+        contract: Contract | None = None,
+        transfer: TransferDecision | None = None,
+    ) -> Denial:
+        entry = self._audit(
+            session,
+            request,
+            now,
+            contract,
+            kind="denial",
+            decision="denied",
+            reasons=reasons,
+            grants=[],
+            payload=None,
+            transfer=transfer,
+        )
+        assert entry.seq is not None
+        log.info(
+            "release denied",
+            extra={
+                "recipient": request.recipient_id,
+                "contract": request.contract_id,
+                "channel": request.channel.value,
+                "reasons": [r.code for r in reasons],
+            },
+        )
+        return Denial(request=request, reasons=tuple(reasons), audit_seq=entry.seq)
+
+    def _audit(
+        self,
+        session: Session,
+        request: ReleaseRequest,
+        now: datetime,
+        contract: Contract | None,
+        *,
+        kind: str,
+        decision: str,
+        reasons: list[Reason],
+        grants: list[Grant],
+        payload: ProtectedPayload | None,
+        transfer: TransferDecision | None,
+    ) -> AuditEntry:
+        mechanisms: list[str] = []
+        countries: list[str] = []
+        if transfer is not None:
+            for country in transfer.countries:
+                countries.append(country.country)
+                if country.mechanism is not None:
+                    ref = f":{country.reference}" if country.reference else ""
+                    mechanisms.append(f"{country.mechanism}{ref}")
+        released = (
+            sorted({r["category"] for r in payload.records if "category" in r}) if payload else []
+        )
+        [entry] = audit_store.append(
+            session,
+            [
+                AuditEntry(
+                    at=now,
+                    kind=kind,
+                    recipient_id=request.recipient_id[:64],
+                    contract_id=request.contract_id[:64],
+                    contract_version=contract.version if contract else None,
+                    grant_ids=tuple(sorted(g.id for g in grants)),
+                    channel=request.channel.value,
+                    purpose=request.purpose[:100],
+                    categories=tuple(released or sorted(request.categories)),
+                    fields=payload.fields if payload else (),
+                    record_count=len(payload.records) if payload else 0,
+                    protection=contract.protection.level.value if contract else "",
+                    destination_countries=tuple(sorted(set(countries))),
+                    transfer_mechanisms=tuple(sorted(set(mechanisms))),
+                    legal_basis=contract.legal_basis.value if contract else "",
+                    decision=decision,
+                    reasons=tuple(r.text() for r in reasons),
+                    payload_digest=payload.digest() if payload else "",
+                    subject_ref=_subject_ref(request, grants),
+                )
+            ],
+        )
+        return entry
+
+
+def _subject_ref(request: ReleaseRequest, grants: list[Grant]) -> str:
+    if isinstance(request.target, PopulationTarget):
+        return "population"
+    return grants[0].id if grants else ""
+
+
+def _merge(parts: list[ProtectedPayload], level: ProtectionLevel) -> ProtectedPayload:
+    records = sorted(
+        (r for p in parts for r in p.records),
+        key=lambda r: (str(r.get("recorded_at", "")), str(r.get("category", "")), str(r)),
+    )
+    return ProtectedPayload(
+        level=level,
+        records=tuple(records),
+        fields=tuple(sorted({f for p in parts for f in p.fields})),
+        suppressed_groups=sum(p.suppressed_groups for p in parts),
+        trimmed_records=sum(p.trimmed_records for p in parts),
+    )

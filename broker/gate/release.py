@@ -1,0 +1,118 @@
+"""What a channel asks the gate for, and what the gate hands back.
+
+A :class:`Release` can only be made by the gate: it carries a seal (an HMAC
+under a per-process key over its audit sequence number and payload digest)
+that :func:`verify_release` checks. A channel calls ``verify_release`` before
+sending anything, so nothing it did not get from the gate can leave through it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from broker.domain.contracts import Channel
+from broker.errors import BrokerError
+from broker.policy.release import Reason
+from broker.protection.protect import ProtectedPayload
+
+_SEAL_KEY = secrets.token_bytes(32)
+
+
+@dataclass(frozen=True)
+class VehicleTarget:
+    """One vehicle, as the broker knows it (the gate never echoes the VIN to a recipient)."""
+
+    vin: str
+
+
+@dataclass(frozen=True)
+class PopulationTarget:
+    """Every vehicle whose grant under the contract is active."""
+
+
+Target = VehicleTarget | PopulationTarget
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    recipient_id: str
+    contract_id: str
+    channel: Channel
+    purpose: str
+    target: Target
+    categories: frozenset[str]
+    since: datetime
+    until: datetime
+    after: tuple[datetime, str] | None = None  # cursor: the last (recorded_at, record id) seen
+    limit: int | None = None
+    customer_id: str | None = None  # a customer-bound token: only this customer's grants count
+
+
+@dataclass(frozen=True)
+class Withheld:
+    """Something requested that was not released, and why."""
+
+    reason: Reason
+    vehicle_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Release:
+    """Data the gate let out: protected, country-checked and already audited."""
+
+    request: ReleaseRequest
+    payload: ProtectedPayload
+    decision: str  # released | partial
+    audit_seq: int
+    withheld: tuple[Withheld, ...]
+    transfer: dict[str, Any]
+    vehicle_refs: tuple[str, ...]
+    grant_ids: tuple[str, ...]
+    next_after: tuple[datetime, str] | None
+    seal: str = field(repr=False)
+
+    @property
+    def digest(self) -> str:
+        return self.payload.digest()
+
+
+@dataclass(frozen=True)
+class Denial:
+    """Nothing left the broker; the reasons are logged and audited."""
+
+    request: ReleaseRequest
+    reasons: tuple[Reason, ...]
+    audit_seq: int
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(r.code for r in self.reasons)
+
+
+Outcome = Release | Denial
+
+
+class ForgedRelease(BrokerError):
+    code = "forged_release"
+    status = 500
+    title = "Release not produced by the gate"
+
+
+def seal_for(audit_seq: int, digest: str) -> str:
+    message = f"{audit_seq}:{digest}".encode()
+    return hmac.new(_SEAL_KEY, message, hashlib.sha256).hexdigest()
+
+
+def verify_release(release: object) -> Release:
+    """The release, if the gate made it; raises :class:`ForgedRelease` otherwise."""
+    if not isinstance(release, Release):
+        raise ForgedRelease("a channel accepts only releases made by the gate")
+    expected = seal_for(release.audit_seq, release.payload.digest())
+    if not hmac.compare_digest(expected, release.seal):
+        raise ForgedRelease("the release's seal does not match its content")
+    return release

@@ -1,0 +1,120 @@
+"""Free-text scrubbing: no identifier survives in a string a recipient sees.
+
+Applied to every string value released at the pseudonymised and anonymised
+levels, and to error messages, links and headers. In this order:
+
+1. identifiers the broker knows for a data subject (their VINs, names, e-mail
+   addresses, logins, phone numbers, licence plates), matched case-insensitively
+   anywhere in the text (whole words only when shorter than four characters);
+2. any e-mail address;
+3. any international phone number (E.164, ``+`` and 7 to 15 digits);
+4. any VIN-shaped token (ISO 3779: 17 characters of ``A-HJ-NPR-Z0-9``, as a word);
+5. any decimal number with four or more decimals: an exact coordinate.
+
+A VIN becomes the vehicle reference the recipient may see (or ``[vin]``); other
+identifiers become their pseudonym when the caller gives one, else a placeholder.
+Every pass scans the original text once, so a replacement is never re-matched
+by its own pass, and no replacement is shaped like what a later pass looks for.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+from broker.protection.keys import normalise_identifier, normalise_vin
+
+REDACTED: Final = "[redacted]"
+VIN_PLACEHOLDER: Final = "[vin]"
+EMAIL_PLACEHOLDER: Final = "[email]"
+PHONE_PLACEHOLDER: Final = "[phone]"
+POSITION_PLACEHOLDER: Final = "[position]"
+
+#: Identifiers shorter than this are matched as whole words only; a single character never.
+_SHORT: Final = 4
+
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-"
+_DOMAIN = r"A-Za-z0-9_\u0080-\U0010ffff-"
+EMAIL_PATTERN: Final = re.compile(rf"[.{_ATEXT}]+@[{_DOMAIN}]+(?:\.[{_DOMAIN}]+)*")
+PHONE_PATTERN: Final = re.compile(r"(?<![\w+])\+[1-9](?:[ .-]?[0-9]){6,14}(?![0-9])")
+VIN_PATTERN: Final = re.compile(r"(?<![A-Za-z0-9])[A-HJ-NPR-Z0-9]{17}(?![A-Za-z0-9])", re.I)
+COORDINATE_PATTERN: Final = re.compile(r"[-+]?[0-9]+[.,][0-9]{4,}")
+
+
+class Scrubber:
+    """Scrubs strings for one recipient and one set of data subjects.
+
+    ``vehicle_ref`` gives the reference a recipient may see for a VIN (None: none
+    at all); ``identifier_ref`` the pseudonym of any other identifier, or None to
+    remove identifiers instead.
+    """
+
+    def __init__(
+        self,
+        *,
+        vins: Iterable[str],
+        identifiers: Iterable[str],
+        vehicle_ref: Callable[[str], str | None],
+        identifier_ref: Callable[[str], str] | None,
+    ) -> None:
+        self._vehicle_ref = vehicle_ref
+        self._identifier_ref = identifier_ref
+        vin_list = [v for v in vins if v.strip()]
+        self._vins = {normalise_identifier(v) for v in vin_list}
+        self._known = _known_pattern([*vin_list, *identifiers])
+
+    def value(self, value: Any) -> Any:
+        """A string scrubbed, a list scrubbed item by item; anything else unchanged."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, list):
+            return [self.value(item) for item in value]
+        return value
+
+    def text(self, text: str) -> str:
+        if self._known is not None:
+            text = self._known.sub(self._known_replacement, text)
+        text = EMAIL_PATTERN.sub(self._email_replacement, text)
+        text = PHONE_PATTERN.sub(self._phone_replacement, text)
+        pass
+        return COORDINATE_PATTERN.sub(POSITION_PLACEHOLDER, text)
+
+    def _vin(self, vin: str) -> str:
+        return self._vehicle_ref(normalise_vin(vin)) or VIN_PLACEHOLDER
+
+    def _identifier(self, text: str, placeholder: str) -> str:
+        return self._identifier_ref(text) if self._identifier_ref else placeholder
+
+    def _known_replacement(self, match: re.Match[str]) -> str:
+        found = match.group()
+        if normalise_identifier(found) in self._vins:
+            return self._vin(found)
+        return self._identifier(found, REDACTED)
+
+    def _email_replacement(self, match: re.Match[str]) -> str:
+        return self._identifier(match.group(), EMAIL_PLACEHOLDER)
+
+    def _phone_replacement(self, match: re.Match[str]) -> str:
+        digits = "+" + "".join(c for c in match.group() if c.isdigit())
+        return self._identifier(digits, PHONE_PLACEHOLDER)
+
+
+def _known_pattern(identifiers: Iterable[str]) -> re.Pattern[str] | None:
+    """One pattern for all known identifiers, longest first, inner spaces flexible.
+
+    Each is matched as written and case folded (``Straße`` also as ``strasse``).
+    """
+    forms = set()
+    for identifier in identifiers:
+        collapsed = " ".join(identifier.split())
+        forms.update({collapsed, collapsed.casefold()})
+    alternatives = []
+    for identifier in sorted((f for f in forms if len(f) > 1), key=lambda i: (-len(i), i)):
+        body = r"\s+".join(re.escape(part) for part in identifier.split())
+        if len(identifier) < _SHORT:
+            body = rf"(?<!\w){body}(?!\w)"
+        alternatives.append(body)
+    if not alternatives:
+        return None
+    return re.compile("|".join(alternatives), re.IGNORECASE)

@@ -1,0 +1,287 @@
+"""Grant use cases: create, move through states, end on change of owner or fleet exit.
+
+The rules live in :mod:`broker.domain.grants`; :class:`GrantService` loads,
+applies and saves inside the caller's transaction, appends an audit entry for
+every grant event, and when a grant ends runs the gate's revocation listeners
+(refuse tokens, drop queued deliveries, send the notice) in that same
+transaction.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlmodel import Session
+
+from broker.audit.entry import AuditEntry
+from broker.domain.contracts import Contract
+from broker.domain.grants import Grant, GrantAction, GrantState
+from broker.domain.legal import Activation
+from broker.domain.parties import Ownership, Vehicle
+from broker.errors import Conflict, NotFound, TransitionRefused
+from broker.gate.revocation import GrantEnded, RevocationListeners
+from broker.store import audit as audit_store
+from broker.store import grants as grant_store
+from broker.store import parties as party_store
+
+#: Activations whose grants are active as soon as they exist (no customer approval).
+_ACTIVE_ON_CREATION = frozenset(
+    {
+        Activation.CONTRACT,
+        Activation.LEGITIMATE_INTEREST,
+        Activation.LEGAL_OBLIGATION,
+        Activation.FLEET_CLEARANCE,
+    }
+)
+_CUSTOMER_LINKED = frozenset({Activation.CONSENT, Activation.CONTRACT})
+_OPEN = (GrantState.PENDING, GrantState.ACTIVE, GrantState.SUSPENDED)
+
+
+def new_grant_id() -> str:
+    return "gr-" + secrets.token_hex(8)
+
+
+class GrantService:
+    """Grant use cases, each inside the caller's transaction."""
+
+    def __init__(self, listeners: RevocationListeners) -> None:
+        self.listeners = listeners
+
+    def _persist(
+        self, session: Session, before: Grant | None, after: Grant, *, now: datetime
+    ) -> Grant:
+        """Save ``after``, audit its new events, and run the listeners if it just ended."""
+        grant_store.save(session, after, now=now)
+        new_events = after.history[len(before.history) if before else 0 :]
+        audit_store.append(
+            session,
+            [
+                AuditEntry(
+                    at=event.at,
+                    kind="grant_event",
+                    recipient_id=after.recipient_id,
+                    contract_id=after.contract_id,
+                    contract_version=after.contract_version,
+                    grant_ids=(after.id,),
+                    categories=tuple(sorted(after.categories)),
+                    legal_basis=after.activation.value,
+                    decision="recorded",
+                    reasons=(event.reason,),
+                    subject_ref=after.id,
+                    details={
+                        "action": event.action.value,
+                        "from": event.from_state.value if event.from_state else None,
+                        "to": event.to_state.value,
+                    },
+                )
+                for event in new_events
+            ],
+        )
+        was_open = before is None or not before.state.terminal
+        if after.state.terminal and was_open and after.active_periods():
+            last = after.history[-1]
+            previous = before.state if before else GrantState.PENDING
+            self.listeners.run(session, GrantEnded(after, previous, last.at, last.reason))
+        return after
+
+    def create(
+        self,
+        session: Session,
+        *,
+        contract: Contract,
+        vin: str,
+        at: datetime,
+        categories: Iterable[str] | None = None,
+        customer_id: str | None = None,
+        valid_from: datetime | None = None,
+        valid_until: datetime | None = None,
+        location_precision: str | None = None,
+        grant_id: str | None = None,
+    ) -> Grant:
+        """Create a grant under ``contract`` for one vehicle, checked against the contract.
+
+        Consent grants start ``pending`` (the customer approves them); every other
+        activation starts ``active``.
+        """
+        valid_from = valid_from or at
+        vehicle = party_store.vehicle(session, vin)
+        if vehicle is None:
+            raise NotFound("no such vehicle")
+        if not contract.is_valid_at(valid_from):
+            raise Conflict(f"contract {contract.id} v{contract.version} is not in force then")
+        chosen = _choose_categories(contract, categories)
+        precision = _choose_precision(contract, chosen, location_precision)
+        activation = contract.activation
+        if activation in _CUSTOMER_LINKED:
+            if customer_id is None:
+                raise Conflict(f"a {activation.value} grant needs the customer who gives it")
+            if customer_id not in {o.customer_id for o in _people_at(vehicle, valid_from)}:
+                raise NotFound("no such vehicle for this customer")
+        elif customer_id is not None:
+            raise Conflict(
+                f"a {activation.value} grant is linked to the vehicle, never to a customer"
+            )
+        if contract.valid_until is not None:
+            valid_until = min(valid_until or contract.valid_until, contract.valid_until)
+        if activation is Activation.FLEET_CLEARANCE:
+            valid_until = _bounded_by_fleet(
+                session, contract.recipient, vin, valid_from, valid_until
+            )
+        grant = Grant.create(
+            at=valid_from,
+            reason=f"created under {contract.id} v{contract.version}",
+            id=grant_id or new_grant_id(),
+            contract_id=contract.id,
+            contract_version=contract.version,
+            recipient_id=contract.recipient,
+            vin=vin,
+            activation=activation,
+            categories=frozenset(chosen),
+            valid_from=valid_from,
+            valid_until=valid_until,
+            customer_id=customer_id,
+            location_precision=precision,
+        )
+        if activation in _ACTIVE_ON_CREATION:
+            grant = grant.apply(GrantAction.ACTIVATE, at=valid_from, reason=activation.value)
+        return self._persist(session, None, grant, now=at)
+
+    def apply(
+        self, session: Session, grant: Grant, action: GrantAction, *, at: datetime, reason: str = ""
+    ) -> Grant:
+        """Apply ``action`` to a grant just loaded or created in this transaction."""
+        return self._persist(session, grant, grant.apply(action, at=at, reason=reason), now=at)
+
+    def transition(
+        self,
+        session: Session,
+        grant_id: str,
+        action: GrantAction,
+        *,
+        at: datetime,
+        reason: str = "",
+    ) -> Grant:
+        audit_store.serialise(session)  # the audit lock before the grant's row lock
+        grant = grant_store.get(session, grant_id, for_update=True)
+        if grant is None:
+            raise NotFound("no such grant")
+        return self._persist(session, grant, grant.apply(action, at=at, reason=reason), now=at)
+
+    def change_owner(
+        self, session: Session, vin: str, new_owner_id: str, *, at: datetime
+    ) -> list[Grant]:
+        """Hand the vehicle to a new owner; the previous owner's grants end.
+
+        The previous owner's consent and service-contract grants are revoked, and
+        the secondary drivers' periods end with the ownership. Vehicle-linked
+        grants (legitimate interest, legal obligation, fleet clearance) go on.
+        """
+        audit_store.serialise(session)
+        if party_store.vehicle(session, vin) is None:
+            raise NotFound("no such vehicle")
+        if party_store.customer(session, new_owner_id) is None:
+            raise NotFound("no such customer")
+        current = party_store.current_owner_row(session, vin)
+        if current is not None:
+            if current.customer_id == new_owner_id:
+                raise Conflict("the customer already owns this vehicle")
+            if at < current.since:
+                raise TransitionRefused("a change of owner cannot predate the current ownership")
+            current.until = at
+            session.add(current)
+            party_store.end_secondary_drivers(session, vin, at=at)
+        party_store.add_party(
+            session, vin=vin, customer_id=new_owner_id, role=party_store.OWNER, since=at
+        )
+        ended: list[Grant] = []
+        if current is None:
+            return ended
+        for grant in grant_store.for_vehicle(session, vin):
+            previous_owners = grant.customer_id == current.customer_id
+            if previous_owners and grant.allows(GrantAction.OWNER_CHANGED) is None:
+                after = grant.apply(GrantAction.OWNER_CHANGED, at=at, reason="vehicle sold")
+                ended.append(self._persist(session, grant, after, now=at))
+        return ended
+
+    def end_fleet_membership(
+        self, session: Session, operator_id: str, vin: str, *, at: datetime
+    ) -> list[Grant]:
+        """The vehicle leaves the operator's fleet; its fleet clearances expire."""
+        audit_store.serialise(session)
+        if not party_store.end_fleet_membership(session, operator_id, vin, at=at):
+            raise NotFound("the vehicle is not in this fleet")
+        ended: list[Grant] = []
+        for grant in grant_store.for_vehicle(session, vin):
+            if (
+                grant.recipient_id == operator_id
+                and grant.activation is Activation.FLEET_CLEARANCE
+                and grant.state in _OPEN
+            ):
+                after = grant.apply(GrantAction.EXPIRE, at=at, reason="vehicle left the fleet")
+                ended.append(self._persist(session, grant, after, now=at))
+        return ended
+
+    def expire_due(self, session: Session, *, now: datetime) -> list[Grant]:
+        """Persist the expiry of every open grant whose validity has ended."""
+        audit_store.serialise(session)
+        expired: list[Grant] = []
+        for grant in grant_store.in_states(session, _OPEN):
+            if grant.valid_until is not None and now >= grant.valid_until:
+                at = max(grant.valid_until, grant.history[-1].at)
+                after = grant.apply(GrantAction.EXPIRE, at=at, reason="validity ended")
+                expired.append(self._persist(session, grant, after, now=now))
+        return expired
+
+
+def _people_at(vehicle: Vehicle, when: datetime) -> list[Ownership]:
+    return [o for o in (*vehicle.owners, *vehicle.secondary_drivers) if o.period.contains(when)]
+
+
+def _choose_categories(contract: Contract, requested: Iterable[str] | None) -> set[str]:
+    offered = set(contract.category_ids)
+    if requested is None:
+        return offered
+    chosen = set(requested)
+    unknown = chosen - offered
+    if unknown:
+        raise Conflict(f"categories not in the contract: {', '.join(sorted(unknown))}")
+    required = {t.category for t in contract.categories if not t.optional}
+    missing = required - chosen
+    if missing:
+        raise Conflict(f"the contract requires these categories: {', '.join(sorted(missing))}")
+    if not chosen:
+        raise Conflict("a grant covers at least one category")
+    return chosen
+
+
+def _choose_precision(
+    contract: Contract, categories: set[str], requested: str | None
+) -> str | None:
+    if "vehicle.position" not in categories:
+        if requested is not None:
+            raise Conflict("a location precision needs the position category")
+        return None
+    allowed = sorted(p.value for p in contract.location.precisions) if contract.location else []
+    if requested is None:
+        return "precise" if "precise" in allowed else (allowed[0] if allowed else None)
+    if requested not in allowed:
+        raise Conflict(f"the contract does not allow {requested} location")
+    return requested
+
+
+def _bounded_by_fleet(
+    session: Session,
+    operator_id: str,
+    vin: str,
+    valid_from: datetime,
+    valid_until: datetime | None,
+) -> datetime | None:
+    for membership in party_store.fleet_memberships(session, vin):
+        if membership.fleet_operator_id == operator_id and membership.period.contains(valid_from):
+            end = membership.period.end
+            if end is None:
+                return valid_until
+            return end if valid_until is None else min(end, valid_until)
+    raise Conflict("a fleet clearance needs the vehicle to be in the operator's fleet")

@@ -1,0 +1,88 @@
+"""The telemetry read API for releases. Only :mod:`broker.gate` may import this module.
+
+import-linter enforces it (``protected`` contract in pyproject.toml): every
+byte of vehicle data a recipient sees is read here, by the gate, and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from broker.store.tables import TelemetryRecordRow, VehicleRow
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    id: str
+    vin: str
+    category: str
+    recorded_at: datetime
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LocationSetting:
+    collection: bool
+    sharing: bool
+
+
+def records(
+    session: Session,
+    *,
+    vins: Collection[str],
+    categories: Collection[str],
+    since: datetime,
+    until: datetime,
+    after: tuple[datetime, str] | None = None,
+    limit: int | None = None,
+) -> list[StoredRecord]:
+    """Records of these vehicles and categories in ``[since, until)``, in (time, id) order,
+    starting after the ``after`` cursor."""
+    if not vins or not categories:
+        return []
+    query = (
+        select(TelemetryRecordRow)
+        .where(
+            col(TelemetryRecordRow.vin).in_(list(vins)),
+            col(TelemetryRecordRow.category).in_(list(categories)),
+            TelemetryRecordRow.recorded_at >= since,
+            TelemetryRecordRow.recorded_at < until,
+        )
+        .order_by(col(TelemetryRecordRow.recorded_at), col(TelemetryRecordRow.id))
+    )
+    if after is not None:
+        at, record_id = after
+        query = query.where(
+            sa.or_(
+                col(TelemetryRecordRow.recorded_at) > at,
+                sa.and_(
+                    col(TelemetryRecordRow.recorded_at) == at,
+                    col(TelemetryRecordRow.id) > record_id,
+                ),
+            )
+        )
+    if limit is not None:
+        query = query.limit(limit)
+    return [
+        StoredRecord(r.id, r.vin, r.category, r.recorded_at, dict(r.data))
+        for r in session.exec(query).all()
+    ]
+
+
+def location_settings(session: Session, vins: Collection[str]) -> dict[str, LocationSetting]:
+    rows = session.exec(select(VehicleRow).where(col(VehicleRow.vin).in_(list(vins)))).all()
+    return {r.vin: LocationSetting(r.location_collection, r.location_sharing) for r in rows}
+
+
+def available_categories(session: Session, vin: str) -> list[str]:
+    """Which categories a vehicle has data in (for eligibility previews: no data)."""
+    rows = session.exec(
+        select(TelemetryRecordRow.category).where(TelemetryRecordRow.vin == vin).distinct()
+    ).all()
+    return sorted(rows)

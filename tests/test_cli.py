@@ -1,0 +1,210 @@
+"""The command line, run as a user runs it: a real process, real files, real databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from broker import __version__
+from broker.audit.checkpoint import CheckpointSigner
+from broker.protection.keys import generate_master_key
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = sorted((ROOT / "contracts" / "samples").glob("*.json"))
+DEMO_SEED = ROOT / "examples" / "demo-seed.json"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def keys(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Key files for every broker process the tests start (never the checkout's var/)."""
+    folder = tmp_path_factory.mktemp("keys")
+    KEYS["BROKER_MASTER_KEY_FILE"] = str(folder / "master.key")
+    KEYS["BROKER_AUDIT_KEY_FILE"] = str(folder / "audit-signing.key")
+    (folder / "master.key").write_text(generate_master_key())
+    CheckpointSigner.generate(folder / "audit-signing.key")
+
+
+KEYS: dict[str, str] = {}
+
+
+def run(
+    *args: str, database_url: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    env.update(KEYS)
+    if database_url:
+        env["BROKER_DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, "-m", "broker", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env, check=False,
+    )  # fmt: skip
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("broker: ")
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"broker {__version__}"
+
+
+def test_usage_errors_are_one_line() -> None:
+    result = run("no-such-command")
+    assert result.returncode == 2
+    assert_one_line_error(result)
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sample_contracts_validate() -> None:
+    assert len(SAMPLES) == 6
+    result = run("contracts", "validate", *map(str, SAMPLES))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(": valid") == 6
+
+
+def test_a_broken_contract_is_reported_with_its_json_path(tmp_path: Path) -> None:
+    document = json.loads((ROOT / "contracts" / "samples" / "insurer-ubi.json").read_text())
+    del document["legal_basis"]
+    document["processing_countries"] = ["XX"]
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(document))
+    result = run("contracts", "validate", str(SAMPLES[0]), str(broken))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"{broken}: $" in result.stderr
+    assert "legal_basis" in result.stderr
+    assert "processing_countries" in result.stderr
+    assert "1 of 2 contract file(s) invalid" in result.stderr
+
+
+def test_a_file_that_is_not_json_is_one_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{ not json")
+    result = run("contracts", "validate", str(bad))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "line 1" in result.stderr
+
+
+def test_the_demo_seed_loads_and_loading_it_twice_changes_nothing(database_url: str) -> None:
+    first = run("seed", str(DEMO_SEED), database_url=database_url)
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert report["created"]["customers"] >= 3
+    assert report["created"]["contracts"] == 6
+    assert report["created"]["grants"] >= 6
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    tables = ["customer", "vehicle", "vehicle_party", "recipient", "scc_agreement", "oauth_client",
+              "contract", "data_grant", "grant_event", "fleet_membership"]  # fmt: skip
+
+    def snapshot() -> dict[str, list[tuple[object, ...]]]:
+        with engine.connect() as conn:
+            return {
+                t: sorted(map(tuple, conn.execute(sa.text(f'SELECT * FROM "{t}"'))), key=repr)
+                for t in tables
+            }
+
+    before = snapshot()
+    second = run("seed", str(DEMO_SEED), database_url=database_url)
+    assert second.returncode == 0, second.stderr
+    again = json.loads(second.stdout)
+    assert again["created"] == {} and again["updated"] == {}
+    assert snapshot() == before
+    engine.dispose()
+
+
+def test_a_missing_or_broken_seed_is_one_clear_error(database_url: str, tmp_path: Path) -> None:
+    missing = run("seed", str(tmp_path / "nope.json"), database_url=database_url)
+    assert_one_line_error(missing)
+    assert "no such seed file" in missing.stderr
+    seed = json.loads(DEMO_SEED.read_text())
+    seed["grants"][0]["vin"] = "NOSUCHVIN00000000"
+    broken = tmp_path / "broken-seed.json"
+    broken.write_text(json.dumps(seed))
+    result = run("seed", str(broken), database_url=database_url)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "$.grants[0]" in result.stderr
+    assert "nothing was loaded" in result.stderr
+
+
+def test_a_database_from_a_newer_broker_is_refused(database_url: str) -> None:
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = 'ffff_future'"))
+    engine.dispose()
+    result = run("db", "status", database_url=database_url)
+    assert_one_line_error(result)
+    assert "newer broker" in result.stderr
+    result = run("seed", str(DEMO_SEED), database_url=database_url)
+    assert_one_line_error(result)
+    assert "newer broker" in result.stderr
+
+
+def test_the_demo_prepares_data_and_prints_how_to_explore(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.sqlite3'}"
+    result = run("demo", "--no-serve", database_url=url)
+    assert result.returncode == 0, result.stderr
+    assert "DEMO" in result.stdout
+    assert "/healthz" in result.stdout
+    seed = json.loads(DEMO_SEED.read_text())
+    for customer in seed["customers"]:
+        assert customer["login"] in result.stdout
+    telemetry = json.loads(result.stdout.split("telemetry: ", 1)[1].splitlines()[0])
+    assert telemetry["stored"] > 100
+    assert telemetry["rejected"] == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_answers_health_and_readiness(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    env.update(KEYS)
+    env["BROKER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'serve.sqlite3'}"
+    log_path = tmp_path / "serve.log"
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(
+            [sys.executable, "-m", "broker", "serve", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        ) as process,
+    ):  # fmt: skip
+        try:
+            body = None
+            for _ in range(300):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                        body = json.loads(r.read())
+                        break
+                except OSError:
+                    if process.poll() is not None:
+                        pytest.fail(f"broker serve exited: {log_path.read_text()}")
+                    time.sleep(0.1)
+            assert body == {"status": "ready"}
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                assert json.loads(r.read())["version"] == __version__
+                assert r.headers["X-Content-Type-Options"] == "nosniff"
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    # Logs are JSON lines and name no personal data.
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    assert any(line.get("msg") == "broker listening" for line in lines)
