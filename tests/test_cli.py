@@ -208,3 +208,31 @@ def test_serve_answers_health_and_readiness(tmp_path: Path) -> None:
     # Logs are JSON lines and name no personal data.
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
     assert any(line.get("msg") == "broker listening" for line in lines)
+
+
+def test_audit_checkpoint_and_verify_detect_tampering(database_url: str) -> None:
+    assert run("seed", str(DEMO_SEED), database_url=database_url).returncode == 0
+    checkpoint = run("audit", "checkpoint", database_url=database_url)
+    assert checkpoint.returncode == 0, checkpoint.stderr
+    assert checkpoint.stdout.startswith("checkpoint of ")
+    verified = run("audit", "verify", database_url=database_url)
+    assert verified.returncode == 0, verified.stderr
+    assert "audit log OK" in verified.stdout
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM audit_entry WHERE seq = 3"))
+    engine.dispose()
+    broken = run("audit", "verify", database_url=database_url)
+    assert broken.returncode == 1
+    assert "Traceback" not in broken.stderr
+    assert "FAILED at entry 3" in broken.stderr
+
+
+def test_bench_gate_prints_a_ratio_to_its_baseline() -> None:
+    result = run("bench", "gate", "--releases", "40", "--concurrency", "8")
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
+    assert lines["backend"].strip() == "sqlite"
+    assert float(lines["ratio gate/plain"]) > 0
+    bad = run("bench", "gate", "--releases", "0")
+    assert_one_line_error(bad)

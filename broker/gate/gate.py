@@ -84,6 +84,7 @@ class Gate:
         self.adequacy = adequacy
         self.keyring = keyring
         self.committer = GroupCommitter(database)
+        self._effective: dict[tuple[str, int, int], Contract] = {}
 
     async def release(self, request: ReleaseRequest) -> Outcome:
         """Decide ``request`` in the next group commit; the outcome once it is durable."""
@@ -187,8 +188,7 @@ class Gate:
                 continue
             assert picked is not None
             grant = picked
-            consented = contract_store.get(session, grant.contract_id, grant.contract_version)
-            terms = effective_terms(consented or contract, contract)
+            terms = self._terms(session, grant, contract)
             context = ProtectionContext(
                 contract=terms,
                 recipient_id=request.recipient_id,
@@ -208,15 +208,20 @@ class Gate:
             )
         return vehicles, withheld, refusals
 
+    def _terms(self, session: Session, grant: Grant, latest: Contract) -> Contract:
+        """The grant's effective terms: its consented version intersected with the latest."""
+        if grant.contract_version == latest.version:
+            return latest
+        key = (grant.contract_id, grant.contract_version, latest.version)
+        found = self._effective.get(key)
+        if found is None:
+            consented = contract_store.get(session, grant.contract_id, grant.contract_version)
+            found = effective_terms(consented or latest, latest)
+            self._effective[key] = found
+        return found
+
     def _subject(self, session: Session, vin: str) -> Subject:
-        vehicle = party_store.vehicle(session, vin)
-        logins: set[str] = set()
-        if vehicle is not None:
-            for holder in (*vehicle.owners, *vehicle.secondary_drivers):
-                customer = party_store.customer(session, holder.customer_id)
-                if customer is not None:
-                    logins.add(customer.login)
-        return Subject(vin=vin, identifiers=frozenset(logins))
+        return Subject(vin=vin, identifiers=frozenset(party_store.holder_logins(session, vin)))
 
     def _read(
         self, session: Session, request: ReleaseRequest, vehicles: dict[str, _Vehicle]

@@ -76,8 +76,8 @@ class Scrubber:
         if self._known is not None:
             text = self._known.sub(self._known_replacement, text)
         text = EMAIL_PATTERN.sub(self._email_replacement, text)
-        text = PHONE_PATTERN.sub(self._phone_replacement, text)
         pass
+        text = VIN_PATTERN.sub(lambda m: self._vin(m.group()), text)
         return COORDINATE_PATTERN.sub(POSITION_PLACEHOLDER, text)
 
     def _vin(self, vin: str) -> str:

@@ -18,18 +18,42 @@ def digest(document: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+#: Parsed contracts by (id, version, digest): a stored version never changes, so a
+#: release parses each version once per process, not once per request.
+_PARSED: dict[tuple[str, int, str], Contract] = {}
+_PARSED_LIMIT = 1024
+
+
+def _parsed(session: Session, contract_id: str, version: int, row_digest: str) -> Contract:
+    key = (contract_id, version, row_digest)
+    found = _PARSED.get(key)
+    if found is None:
+        row = session.get(ContractRow, (contract_id, version))
+        assert row is not None
+        found = Contract.from_document(row.document)
+        if len(_PARSED) >= _PARSED_LIMIT:
+            _PARSED.clear()
+        _PARSED[key] = found
+    return found
+
+
 def get(session: Session, contract_id: str, version: int) -> Contract | None:
-    row = session.get(ContractRow, (contract_id, version))
-    return Contract.from_document(row.document) if row else None
+    found = session.exec(
+        select(ContractRow.digest).where(
+            ContractRow.id == contract_id, ContractRow.version == version
+        )
+    ).first()
+    return _parsed(session, contract_id, version, found) if found else None
 
 
 def latest(session: Session, contract_id: str) -> Contract | None:
-    row = session.exec(
-        select(ContractRow)
+    found = session.exec(
+        select(ContractRow.version, ContractRow.digest)
         .where(ContractRow.id == contract_id)
         .order_by(col(ContractRow.version).desc())
+        .limit(1)
     ).first()
-    return Contract.from_document(row.document) if row else None
+    return _parsed(session, contract_id, found[0], found[1]) if found else None
 
 
 def stored_digest(session: Session, contract_id: str, version: int) -> str | None:

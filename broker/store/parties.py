@@ -149,3 +149,13 @@ def end_fleet_membership(session: Session, operator_id: str, vin: str, *, at: da
     row.until = at
     session.add(row)
     return True
+
+
+def holder_logins(session: Session, vin: str) -> set[str]:
+    """The logins of everyone who ever owned or drove the vehicle (identifiers to scrub)."""
+    rows = session.exec(
+        select(CustomerRow.login)
+        .join(VehiclePartyRow, col(VehiclePartyRow.customer_id) == col(CustomerRow.id))
+        .where(VehiclePartyRow.vin == vin)
+    ).all()
+    return set(rows)
