@@ -145,8 +145,8 @@ class Pseudonymiser:
     def __init__(
         self, key: bytes, *, recipient_id: str | None = None, contract_id: str | None = None
     ) -> None:
-        if len(key) < 32:
-            raise ValueError("a pseudonym key has at least 32 bytes")
+        if len(key) < MASTER_KEY_MIN_BYTES:
+            raise ValueError(f"a pseudonym key has at least {MASTER_KEY_MIN_BYTES} bytes")
         self._key = bytes(key)
         self.recipient_id = recipient_id
         self.contract_id = contract_id

@@ -357,7 +357,7 @@ def _anonymised(
                 TripPoint(
                     key=index,
                     vehicle=normalise_vin(record.vin),
-                    trip_id=str(trip) if isinstance(trip, str | int) and trip != "" else None,
+                    trip_id=_trip_id(trip),
                     recorded_at=ensure_utc(record.recorded_at),
                     latitude=latitude,
                     longitude=longitude,
@@ -399,3 +399,10 @@ def _anonymised(
         suppressed_groups=aggregation.suppressed,
         trimmed_records=len(trimmed),
     )
+
+
+def _trip_id(value: Any) -> str | None:
+    """The trip a position belongs to; None when the record names none."""
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        return None
+    return str(value)

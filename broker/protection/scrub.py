@@ -13,8 +13,11 @@ levels, and to error messages, links and headers. In this order:
 
 A VIN becomes the vehicle reference the recipient may see (or ``[vin]``); other
 identifiers become their pseudonym when the caller gives one, else a placeholder.
-Every pass scans the original text once, so a replacement is never re-matched
-by its own pass, and no replacement is shaped like what a later pass looks for.
+Each pass replaces in a single scan, so a replacement is never re-matched by
+its own pass, and no replacement (``psn_`` pseudonyms, ``[placeholders]``) is
+shaped like what a later pass looks for. Every pattern starts a match only at
+the beginning of a run of its characters, so scrubbing stays linear in the
+length of the text.
 """
 
 from __future__ import annotations
@@ -36,10 +39,11 @@ _SHORT: Final = 4
 
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-"
 _DOMAIN = r"A-Za-z0-9_\u0080-\U0010ffff-"
-EMAIL_PATTERN: Final = re.compile(rf"[.{_ATEXT}]+@[{_DOMAIN}]+(?:\.[{_DOMAIN}]+)*")
+# The lookbehinds start a match only where a run begins, keeping the scan linear.
+EMAIL_PATTERN: Final = re.compile(rf"(?<![.{_ATEXT}])[.{_ATEXT}]+@[{_DOMAIN}]+(?:\.[{_DOMAIN}]+)*")
 PHONE_PATTERN: Final = re.compile(r"(?<![\w+])\+[1-9](?:[ .-]?[0-9]){6,14}(?![0-9])")
 VIN_PATTERN: Final = re.compile(r"(?<![A-Za-z0-9])[A-HJ-NPR-Z0-9]{17}(?![A-Za-z0-9])", re.I)
-COORDINATE_PATTERN: Final = re.compile(r"[-+]?[0-9]+[.,][0-9]{4,}")
+COORDINATE_PATTERN: Final = re.compile(r"(?<![0-9])[-+]?[0-9]+[.,][0-9]{4,}")
 
 
 class Scrubber:
@@ -76,7 +80,7 @@ class Scrubber:
         if self._known is not None:
             text = self._known.sub(self._known_replacement, text)
         text = EMAIL_PATTERN.sub(self._email_replacement, text)
-        pass
+        text = PHONE_PATTERN.sub(self._phone_replacement, text)
         text = VIN_PATTERN.sub(lambda m: self._vin(m.group()), text)
         return COORDINATE_PATTERN.sub(POSITION_PLACEHOLDER, text)
 
