@@ -38,6 +38,7 @@ from broker.store.database import Database
 from broker.store.migrate import upgrade
 from broker.store.telemetry_write import NewRecord, store_records
 from broker.transfer.adequacy import AdequacyTable
+from broker.vault.vault import Vault
 
 _VIN = "WMWXR31002TA10001"
 _NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -110,11 +111,13 @@ async def _run(url: str, releases: int, concurrency: int, seed_path: Path) -> Be
             if r["category"] == "vehicle.status"
         ]
         database.run_sync(lambda s: store_records(s, records, received_at=_NOW), write=True)
+        clock = ManualClock(_NOW)
         gate = Gate(
             database=database,
-            clock=ManualClock(_NOW),
+            clock=clock,
             adequacy=AdequacyTable.load(settings.contracts_dir / "adequacy.json"),
             keyring=Keyring(bytes(32)),
+            vault=Vault(bytes(range(32)), clock),
         )
         request = ReleaseRequest(
             recipient_id="rcp-insurer",

@@ -26,13 +26,17 @@ from broker.gate.gate import Gate
 from broker.gate.keyring import Keyring
 from broker.gate.notices import issue_notice
 from broker.gate.revocation import RevocationListeners
+from broker.http import ingest as ingest_routes
 from broker.http.app import create_app
+from broker.ingest.service import IngestService
 from broker.protection.keys import generate_master_key, load_master_key
+from broker.services import backend_auth
 from broker.services.grants import GrantService
 from broker.settings import Settings
 from broker.store.database import Database
 from broker.store.migrate import check_known, head_revision, upgrade
 from broker.transfer.adequacy import AdequacyTable
+from broker.vault.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,8 @@ class Broker:
     grants: GrantService
     gate: Gate
     audit_key_file: Path
+    vault: Vault
+    ingest: IngestService
 
     def audit_signer(self) -> CheckpointSigner:
         return CheckpointSigner.from_file(self.audit_key_file)
@@ -87,7 +93,9 @@ def open_broker(settings: Settings, *, clock: Clock | None = None) -> Broker:
     clock = clock or SystemClock()
     documents = DocumentLibrary(settings.contracts_dir)
     adequacy = AdequacyTable.load(settings.contracts_dir / "adequacy.json")
-    keyring = Keyring(master_key(settings))
+    key = master_key(settings)
+    keyring = Keyring(key)
+    vault = Vault(key, clock)
     audit_key_file = audit_key(settings)
     database = Database(settings.database_url)
     try:
@@ -103,7 +111,8 @@ def open_broker(settings: Settings, *, clock: Clock | None = None) -> Broker:
         raise
     listeners = RevocationListeners()
     listeners.register("notice", lambda session, ended: issue_notice(session, ended, keyring))
-    gate = Gate(database=database, clock=clock, adequacy=adequacy, keyring=keyring)
+    gate = Gate(database=database, clock=clock, adequacy=adequacy, keyring=keyring, vault=vault)
+    ingest = IngestService(database=database, documents=documents, clock=clock, vault=vault)
     return Broker(
         settings=settings,
         clock=clock,
@@ -115,6 +124,8 @@ def open_broker(settings: Settings, *, clock: Clock | None = None) -> Broker:
         grants=GrantService(listeners),
         gate=gate,
         audit_key_file=audit_key_file,
+        vault=vault,
+        ingest=ingest,
     )
 
 
@@ -141,6 +152,19 @@ def create_web_app(settings: Settings, *, clock: Clock | None = None) -> web.App
 
     app = create_app(settings=settings, readiness=readiness, version=__version__)
     app[RUNTIME] = runtime
+
+    async def authenticate_backend(client_id: str, secret: str) -> bool:
+        database = runtime.require().database
+        return await database.read(
+            lambda s: backend_auth.authenticate_backend(s, client_id, secret)
+        )
+
+    ingest_routes.add_routes(
+        app,
+        service=lambda: runtime.require().ingest,
+        authenticate=lambda: authenticate_backend,
+        max_bytes=settings.max_ingest_bytes,
+    )
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         runtime.broker = await asyncio.to_thread(open_broker, settings, clock=clock)

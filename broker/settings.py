@@ -34,6 +34,9 @@ class Settings:
     port: int = 8080
     public_url: str = ""
     max_request_bytes: int = 1024 * 1024
+    max_ingest_bytes: int = 32 * 1024 * 1024
+    retention_overrides: str = ""
+    purge_interval_seconds: int = 3600
     log_level: str = "INFO"
     log_format: str = "json"
     auto_migrate: bool = True
@@ -59,6 +62,11 @@ class Settings:
                 port=int(env.get("BROKER_PORT", base.port)),
                 public_url=env.get("BROKER_PUBLIC_URL", base.public_url),
                 max_request_bytes=int(env.get("BROKER_MAX_REQUEST_BYTES", base.max_request_bytes)),
+                max_ingest_bytes=int(env.get("BROKER_MAX_INGEST_BYTES", base.max_ingest_bytes)),
+                retention_overrides=env.get("BROKER_RETENTION", base.retention_overrides),
+                purge_interval_seconds=int(
+                    env.get("BROKER_PURGE_INTERVAL", base.purge_interval_seconds)
+                ),
                 log_level=env.get("BROKER_LOG_LEVEL", base.log_level).upper(),
                 log_format=env.get("BROKER_LOG_FORMAT", base.log_format),
                 auto_migrate=_flag(env.get("BROKER_AUTO_MIGRATE"), base.auto_migrate),

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from broker.clock import ManualClock
 from broker.store.database import Database
-from broker.store.migrate import upgrade
+from broker.store.migrate import head_revision, upgrade
 from broker.store.tables import metadata
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -110,6 +110,8 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
     tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        # A test may have stamped another revision (a "newer broker" test): restore it.
+        conn.execute("UPDATE alembic_version SET version_num = %s", (head_revision(),))
     return url
 
 

@@ -10,18 +10,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from broker.clock import ManualClock
+from broker.clock import ManualClock, format_instant
 from broker.documents import DocumentLibrary
 from broker.gate.gate import Gate
 from broker.gate.keyring import Keyring
 from broker.gate.notices import issue_notice
 from broker.gate.revocation import GrantEnded, RevocationListeners
+from broker.ingest.service import IngestService, RawItem
 from broker.services.grants import GrantService
 from broker.services.seed import apply_seed, read_seed
 from broker.settings import Settings
 from broker.store.database import Database
-from broker.store.telemetry_write import NewRecord, store_records
 from broker.transfer.adequacy import AdequacyTable
+from broker.vault.vault import Vault
 
 ROOT = Path(__file__).resolve().parents[1]
 COOPER = "WMWXR31002TA10001"  # anna's; insurer grant (coarse location), dev partner, maps
@@ -40,32 +41,43 @@ class World:
     grants: GrantService
     ended: list[GrantEnded]
     library: DocumentLibrary
+    vault: Vault
+    ingest: IngestService
+
+    def _ingest(self, records: list[dict[str, Any]]) -> None:
+        items = [RawItem(record, index) for index, record in enumerate(records)]
+        result = self.ingest.ingest_sync(items, source="test")
+        assert result.rejected == 0, [r for r in result.results if r.status == "rejected"]
 
     def store(self, vin: str, category: str, at: datetime, data: dict[str, Any]) -> str:
         record_id = f"r-{vin[-5:]}-{category}-{int(at.timestamp())}"
-        record = NewRecord(record_id, vin, category, at, data)
-        self.db.run_sync(lambda s: store_records(s, [record], received_at=at), write=True)
+        self._ingest([_record(record_id, vin, category, at, data)])
         return record_id
 
     def drive(self, vin: str, start: datetime, minutes: int) -> None:
         records = []
         for minute in range(minutes):
             at = start + timedelta(minutes=minute)
-            records.append(
-                NewRecord(
-                    f"p-{vin[-5:]}-{int(at.timestamp())}", vin, "vehicle.position", at,
-                    {"latitude": 52.370216 + minute / 1000, "longitude": 4.895167,
-                     "speed_kmh": 50.0, "heading_deg": 90.0, "trip_id": "t1"},
-                )
-            )  # fmt: skip
-            records.append(
-                NewRecord(
-                    f"s-{vin[-5:]}-{int(at.timestamp())}", vin, "vehicle.status", at,
-                    {"mileage_km": 1000.0 + minute, "battery_voltage_v": 13.9,
-                     "doors_locked": True},
-                )
-            )  # fmt: skip
-        self.db.run_sync(lambda s: store_records(s, records, received_at=start), write=True)
+            stamp = int(at.timestamp())
+            position = {"latitude": 52.370216 + minute / 1000, "longitude": 4.895167,
+                        "speed_kmh": 50.0, "heading_deg": 90.0, "trip_id": "t1"}  # fmt: skip
+            status = {"mileage_km": 1000.0 + minute, "battery_voltage_v": 13.9,
+                      "doors_locked": True}  # fmt: skip
+            records.append(_record(f"p-{vin[-5:]}-{stamp}", vin, "vehicle.position", at, position))
+            records.append(_record(f"s-{vin[-5:]}-{stamp}", vin, "vehicle.status", at, status))
+        self._ingest(records)
+
+
+def _record(
+    record_id: str, vin: str, category: str, at: datetime, data: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "record_id": record_id,
+        "vin": vin,
+        "category": category,
+        "recorded_at": format_instant(at),
+        "data": data,
+    }
 
 
 async def make_world(db: Database) -> World:
@@ -79,10 +91,13 @@ async def make_world(db: Database) -> World:
     grants = GrantService(listeners)
     seed = read_seed(library, ROOT / "examples" / "demo-seed.json")
     db.run_sync(lambda s: apply_seed(s, seed, grants, now=NOW), write=True)
+    vault = Vault(MASTER_KEY, clock)
     gate = Gate(
         database=db,
         clock=clock,
         adequacy=AdequacyTable.load(Settings().contracts_dir / "adequacy.json"),
         keyring=keyring,
+        vault=vault,
     )
-    return World(db, clock, gate, grants, ended, library)
+    ingest = IngestService(database=db, documents=library, clock=clock, vault=vault)
+    return World(db, clock, gate, grants, ended, library, vault, ingest)

@@ -56,6 +56,7 @@ from broker.store import telemetry_read
 from broker.store.database import Database
 from broker.transfer.adequacy import AdequacyTable
 from broker.transfer.check import TransferDecision, check_transfer
+from broker.vault.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,9 @@ class Gate:
         clock: Clock,
         adequacy: AdequacyTable,
         keyring: Keyring,
+        vault: Vault,
     ) -> None:
+        self.vault = vault
         self.database = database
         self.clock = clock
         self.adequacy = adequacy
@@ -230,6 +233,7 @@ class Gate:
         wanted = frozenset().union(*(v.categories for v in vehicles.values()))
         stored = telemetry_read.records(
             session,
+            self.vault,
             vins=list(vehicles),
             categories=sorted(wanted),
             since=request.since,

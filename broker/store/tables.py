@@ -175,8 +175,10 @@ class TelemetryRecordRow(SQLModel, table=True):
     vin: str = Field(foreign_key="vehicle.vin", max_length=17)
     category: str = Field(max_length=64)
     recorded_at: datetime = Field(sa_type=UTCDateTime)
-    received_at: datetime = Field(sa_type=UTCDateTime)
-    data: dict[str, Any] = _json_column()
+    received_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    data: dict[str, Any] = _json_column()  # empty when the category is encrypted at rest
+    key_owner: str | None = Field(default=None, max_length=96)  # whose data key encrypts it
+    ciphertext: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
 
 
 metadata = SQLModel.metadata
@@ -237,3 +239,58 @@ class NoticeRow(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
     audit_seq: int
     acknowledged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class DataKeyRow(SQLModel, table=True):
+    """A data-encryption key (AES-256-GCM), wrapped by the master key; one per owner.
+
+    Owners are ``customer:<id>``, ``vehicle:<vin>`` (no owning customer) or
+    ``broker:<purpose>``. Destroying a key (crypto-shredding) nulls ``wrapped``.
+    """
+
+    __tablename__ = "data_key"
+
+    owner: str = Field(primary_key=True, max_length=96)
+    wrapped: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    kek_id: str = Field(max_length=32)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    destroyed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class CustomerContactRow(SQLModel, table=True):
+    """A customer's contact data (name, address, e-mail), encrypted under their data key."""
+
+    __tablename__ = "customer_contact"
+
+    customer_id: str = Field(primary_key=True, foreign_key="customer.id", max_length=64)
+    key_owner: str = Field(max_length=96)
+    ciphertext: bytes = Field(sa_type=sa.LargeBinary)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class QuarantineRow(SQLModel, table=True):
+    """A rejected record: the reason in clear (never a value), the raw input encrypted."""
+
+    __tablename__ = "quarantine_record"
+
+    id: int | None = Field(default=None, primary_key=True)
+    received_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    source: str = Field(max_length=16)
+    record_id: str | None = Field(default=None, max_length=128)
+    category: str | None = Field(default=None, max_length=64)
+    reason_code: str = Field(max_length=32)
+    reason: str = Field(max_length=300)
+    key_owner: str = Field(max_length=96)
+    ciphertext: bytes = Field(sa_type=sa.LargeBinary)
+
+
+class IngestWithheldRow(SQLModel, table=True):
+    """Records counted but never kept (the location safeguard), per vehicle, category, day."""
+
+    __tablename__ = "ingest_withheld"
+
+    vin: str = Field(primary_key=True, foreign_key="vehicle.vin", max_length=17)
+    category: str = Field(primary_key=True, max_length=64)
+    day: date = Field(primary_key=True)
+    reason: str = Field(primary_key=True, max_length=32)
+    count: int = 0

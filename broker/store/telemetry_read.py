@@ -15,6 +15,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from broker.store.tables import TelemetryRecordRow, VehicleRow
+from broker.store.telemetry_write import telemetry_aad
+from broker.vault.vault import Vault
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class LocationSetting:
 
 def records(
     session: Session,
+    vault: Vault,
     *,
     vins: Collection[str],
     categories: Collection[str],
@@ -69,10 +72,18 @@ def records(
         )
     if limit is not None:
         query = query.limit(limit)
-    return [
-        StoredRecord(r.id, r.vin, r.category, r.recorded_at, dict(r.data))
-        for r in session.exec(query).all()
-    ]
+    found = []
+    for row in session.exec(query).all():
+        data = dict(row.data)
+        if row.ciphertext is not None:
+            assert row.key_owner is not None
+            aad = telemetry_aad(row.id, row.vin, row.category)
+            decrypted = vault.decrypt_json(session, row.key_owner, row.ciphertext, aad)
+            if decrypted is None:
+                continue  # crypto-shredded: the data no longer exists
+            data = decrypted
+        found.append(StoredRecord(row.id, row.vin, row.category, row.recorded_at, data))
+    return found
 
 
 def location_settings(session: Session, vins: Collection[str]) -> dict[str, LocationSetting]:

@@ -18,11 +18,21 @@ from broker.store.tables import TelemetryRecordRow
 
 @dataclass(frozen=True)
 class NewRecord:
+    """A record to store: ``data`` in clear, or (sensitive categories) ``ciphertext``
+    under ``key_owner``'s data key with ``data`` left empty."""
+
     id: str
     vin: str
     category: str
     recorded_at: datetime
     data: dict[str, Any]
+    key_owner: str | None = None
+    ciphertext: bytes | None = None
+
+
+def telemetry_aad(record_id: str, vin: str, category: str) -> bytes:
+    """What an encrypted record's ciphertext is bound to: it cannot be moved to another row."""
+    return f"telemetry:{record_id}:{vin}:{category}".encode()
 
 
 def store_records(session: Session, records: Sequence[NewRecord], *, received_at: datetime) -> int:
@@ -44,7 +54,9 @@ def store_records(session: Session, records: Sequence[NewRecord], *, received_at
             category=r.category,
             recorded_at=r.recorded_at,
             received_at=received_at,
-            data=r.data,
+            data={} if r.ciphertext is not None else r.data,
+            key_owner=r.key_owner,
+            ciphertext=r.ciphertext,
         )
         for r in fresh.values()
     )

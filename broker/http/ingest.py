@@ -1,0 +1,171 @@
+"""``POST /v1/ingest/records``: telemetry batches from the car maker's backend.
+
+Bodies: ``application/json`` (an array of records, or ``{"records": [...]}``,
+at most ``MAX_JSON_RECORDS``) or ``application/x-ndjson`` (one record per line,
+for large batches, read as a stream and ingested in chunks). Each record is
+validated on its own: the response says, per record, whether it was stored, a
+duplicate, withheld (location off) or rejected (and why); a rejected record
+never costs the others. 200 when nothing was rejected, 207 otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from broker.errors import BadRequest, BrokerError, PayloadTooLarge
+from broker.ingest.service import REJECTED, BatchResult, IngestService, RawItem, RecordResult
+
+MAX_JSON_RECORDS = 5_000
+MAX_NDJSON_RECORDS = 100_000
+NDJSON_CHUNK = 1_000
+NDJSON_TYPES = {"application/x-ndjson", "application/jsonl", "application/ndjson"}
+
+
+class Unauthorized(BrokerError):
+    code = "unauthorized"
+    status = 401
+    title = "Authentication required"
+
+
+Authenticate = Callable[[str, str], Awaitable[bool]]
+
+
+def add_routes(
+    app: web.Application,
+    *,
+    service: Callable[[], IngestService],
+    authenticate: Callable[[], Authenticate],
+    max_bytes: int,
+) -> None:
+    async def ingest(request: web.Request) -> web.Response:
+        await _require_backend(request, authenticate())
+        if request.content_type in NDJSON_TYPES:
+            results = await _ndjson(request, service(), max_bytes)
+        elif request.content_type == "application/json":
+            results = await _json(request, service(), max_bytes)
+        else:
+            raise web.HTTPUnsupportedMediaType(text="send application/json or application/x-ndjson")
+        summary = _summary(results)
+        listed = (
+            results
+            if request.content_type == "application/json"
+            else [r for r in results if r.status != "stored"]
+        )
+        body = {"summary": summary, "results": [r.as_dict() for r in listed]}
+        return web.json_response(body, status=207 if summary["rejected"] else 200)
+
+    app.router.add_post("/v1/ingest/records", ingest)
+
+
+async def _require_backend(request: web.Request, authenticate: Authenticate) -> None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() == "basic" and encoded:
+        try:
+            client_id, sep, secret = (
+                base64.b64decode(encoded, validate=True).decode().partition(":")
+            )
+        except (binascii.Error, UnicodeDecodeError):
+            sep = ""
+        if sep and await authenticate(client_id, secret):
+            return
+    raise _unauthorized()
+
+
+def _unauthorized() -> web.HTTPUnauthorized:
+    body = Unauthorized("the car maker's backend must authenticate (HTTP Basic)").problem()
+    return web.HTTPUnauthorized(
+        text=json.dumps(body),
+        content_type="application/problem+json",
+        headers={"WWW-Authenticate": 'Basic realm="ingest", charset="UTF-8"'},
+    )
+
+
+async def _read_capped(request: web.Request, max_bytes: int) -> bytes:
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(f"the body exceeds {max_bytes} bytes; send smaller batches")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"the body exceeds {max_bytes} bytes; send smaller batches")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _json(request: web.Request, service: IngestService, max_bytes: int) -> list[RecordResult]:
+    raw = await _read_capped(request, max_bytes)
+    try:
+        body: Any = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = (
+            f" (line {exc.lineno}, column {exc.colno})"
+            if isinstance(exc, json.JSONDecodeError)
+            else ""
+        )
+        raise BadRequest(f"the body is not valid JSON{where}; nothing was stored") from exc
+    if isinstance(body, dict) and set(body) == {"records"}:
+        body = body["records"]
+    if not isinstance(body, list):
+        raise BadRequest('send an array of records or {"records": [...]}; nothing was stored')
+    if len(body) > MAX_JSON_RECORDS:
+        raise PayloadTooLarge(
+            f"{len(body)} records in one JSON batch; at most {MAX_JSON_RECORDS} "
+            "(use application/x-ndjson for larger batches); nothing was stored"
+        )
+    batch = await service.ingest(
+        [RawItem(value, position) for position, value in enumerate(body)], source="http"
+    )
+    return list(batch.results)
+
+
+async def _ndjson(
+    request: web.Request, service: IngestService, max_bytes: int
+) -> list[RecordResult]:
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(f"the body exceeds {max_bytes} bytes; send smaller batches")
+    results: list[RecordResult] = []
+    pending: list[RawItem] = []
+    size = 0
+    line_number = 0
+    async for line in request.content:
+        size += len(line)
+        if size > max_bytes:
+            raise PayloadTooLarge(
+                f"the body exceeds {max_bytes} bytes after line {line_number}; "
+                f"{len(results)} records before it were processed"
+            )
+        line_number += 1
+        text = line.strip()
+        if not text:
+            continue
+        if line_number > MAX_NDJSON_RECORDS:
+            raise PayloadTooLarge(f"more than {MAX_NDJSON_RECORDS} lines in one batch")
+        pending.append(_parse_line(text, line_number))
+        if len(pending) >= NDJSON_CHUNK:
+            results += (await service.ingest(pending, source="http")).results
+            pending = []
+    if pending:
+        results += (await service.ingest(pending, source="http")).results
+    return results
+
+
+def _parse_line(text: bytes, line_number: int) -> RawItem:
+    try:
+        return RawItem(json.loads(text), line_number)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        message = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        return RawItem(None, line_number, error=f"malformed JSON: {message}", raw=text)
+
+
+def _summary(results: list[RecordResult]) -> dict[str, int]:
+    return BatchResult(tuple(results)).summary() | {
+        "rejected": sum(1 for r in results if r.status == REJECTED)
+    }
