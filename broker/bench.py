@@ -102,7 +102,8 @@ async def _run(url: str, releases: int, concurrency: int, seed_path: Path) -> Be
         library = DocumentLibrary(settings.contracts_dir)
         grants = GrantService(RevocationListeners())
         seed = read_seed(library, seed_path)
-        database.run_sync(lambda s: apply_seed(s, seed, grants, now=_NOW), write=True)
+        vault = Vault(bytes(range(32)), ManualClock(_NOW))
+        database.run_sync(lambda s: apply_seed(s, seed, grants, vault=vault, now=_NOW), write=True)
         records = [
             NewRecord(
                 r["record_id"], r["vin"], r["category"], parse_instant(r["recorded_at"]), r["data"]
@@ -117,7 +118,7 @@ async def _run(url: str, releases: int, concurrency: int, seed_path: Path) -> Be
             clock=clock,
             adequacy=AdequacyTable.load(settings.contracts_dir / "adequacy.json"),
             keyring=Keyring(bytes(32)),
-            vault=Vault(bytes(range(32)), clock),
+            vault=vault,
         )
         request = ReleaseRequest(
             recipient_id="rcp-insurer",

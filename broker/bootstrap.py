@@ -9,9 +9,11 @@ same inside the web application's lifecycle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from broker.ingest.service import IngestService
 from broker.protection.keys import generate_master_key, load_master_key
 from broker.services import backend_auth
 from broker.services.grants import GrantService
+from broker.services.retention import parse_overrides, purge
 from broker.settings import Settings
 from broker.store.database import Database
 from broker.store.migrate import check_known, head_revision, upgrade
@@ -176,4 +179,41 @@ def create_web_app(settings: Settings, *, clock: Clock | None = None) -> web.App
             await asyncio.to_thread(broker.close)
 
     app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(_periodic_purge(runtime))
     return app
+
+
+def _periodic_purge(
+    runtime: Runtime,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Run the retention purge every ``BROKER_PURGE_INTERVAL`` seconds while serving."""
+
+    async def loop() -> None:
+        while True:
+            broker = runtime.require()
+            await asyncio.sleep(broker.settings.purge_interval_seconds)
+            try:
+                overrides = parse_overrides(
+                    broker.settings.retention_overrides, broker.documents.catalogue
+                )
+                work = functools.partial(
+                    purge,
+                    now=broker.clock.now(),
+                    catalogue=broker.documents.catalogue,
+                    overrides=overrides,
+                )
+                report = await broker.database.write(work)
+                log.info("retention purge", extra={"purged": report.as_dict()})
+            except Exception:
+                log.exception("retention purge failed; retrying at the next interval")
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(loop(), name="retention-purge")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return context

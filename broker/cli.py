@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--customer")
     grant_commands.add_parser("expire", help="expire every grant whose validity has ended")
 
+    commands.add_parser("purge", help="erase everything whose retention has passed")
+
     audit = commands.add_parser("audit", help="the tamper-evident audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
     audit_commands.add_parser("verify", help="verify every entry and signed checkpoint")
@@ -191,6 +193,9 @@ def _with_broker(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "grants" and args.grants_command == "list":
             for line in commands.list_grants(broker, vin=args.vin, customer=args.customer):
                 print(line)
+            return EXIT_OK
+        if args.command == "purge":
+            print(json.dumps(commands.purge(broker), indent=2))
             return EXIT_OK
         if args.command == "audit":
             ok, lines = commands.audit(broker, args.audit_command)

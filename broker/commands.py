@@ -11,6 +11,8 @@ from broker.bootstrap import Broker
 from broker.domain.contracts import classify_amendment
 from broker.domain.grants import GrantState
 from broker.errors import Conflict
+from broker.services import retention
+from broker.services.retention import parse_overrides
 from broker.services.seed import apply_seed, read_seed
 from broker.settings import Settings
 from broker.store import audit as audit_store
@@ -39,7 +41,7 @@ def seed(broker: Broker, path: Path) -> dict[str, dict[str, int]]:
     seed_file = read_seed(broker.documents, path)
     now = broker.clock.now()
     report = broker.database.run_sync(
-        lambda s: apply_seed(s, seed_file, broker.grants, now=now), write=True
+        lambda s: apply_seed(s, seed_file, broker.grants, vault=broker.vault, now=now), write=True
     )
     return report.as_dict()
 
@@ -132,3 +134,16 @@ def audit(broker: Broker, action: str) -> tuple[bool, list[str]]:
     return False, [
         f"broker: audit log verification FAILED at entry {result.first_bad_seq}: {result.problem}"
     ]
+
+
+def purge(broker: Broker) -> dict[str, dict[str, object]]:
+    """Erase what retention says is due; each kind purged is an audit entry."""
+    now = broker.clock.now()
+    overrides = parse_overrides(broker.settings.retention_overrides, broker.documents.catalogue)
+    report = broker.database.run_sync(
+        lambda s: retention.purge(
+            s, now=now, catalogue=broker.documents.catalogue, overrides=overrides
+        ),
+        write=True,
+    )
+    return report.as_dict()

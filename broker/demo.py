@@ -38,7 +38,7 @@ def prepare(broker: Broker, seed_path: Path) -> dict[str, Any]:
     seed = read_seed(broker.documents, seed_path)
     now = broker.clock.now()
     report = broker.database.run_sync(
-        lambda s: apply_seed(s, seed, broker.grants, now=now), write=True
+        lambda s: apply_seed(s, seed, broker.grants, vault=broker.vault, now=now), write=True
     )
     stored, withheld, rejected = 0, 0, 0
     routes = list(ROUTES)

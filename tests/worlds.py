@@ -89,9 +89,9 @@ async def make_world(db: Database) -> World:
     listeners.register("notice", lambda session, event: issue_notice(session, event, keyring))
     listeners.register("test", lambda _session, event: ended.append(event))
     grants = GrantService(listeners)
-    seed = read_seed(library, ROOT / "examples" / "demo-seed.json")
-    db.run_sync(lambda s: apply_seed(s, seed, grants, now=NOW), write=True)
     vault = Vault(MASTER_KEY, clock)
+    seed = read_seed(library, ROOT / "examples" / "demo-seed.json")
+    db.run_sync(lambda s: apply_seed(s, seed, grants, vault=vault, now=NOW), write=True)
     gate = Gate(
         database=db,
         clock=clock,

@@ -56,6 +56,7 @@ from broker.store import telemetry_read
 from broker.store.database import Database
 from broker.transfer.adequacy import AdequacyTable
 from broker.transfer.check import TransferDecision, check_transfer
+from broker.vault.contacts import load_contact
 from broker.vault.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,13 @@ class Gate:
         return found
 
     def _subject(self, session: Session, vin: str) -> Subject:
-        return Subject(vin=vin, identifiers=frozenset(party_store.holder_logins(session, vin)))
+        """What identifies the people of this vehicle: logins and contact values, to scrub."""
+        identifiers: set[str] = set()
+        for customer_id, login in party_store.holders(session, vin):
+            identifiers.add(login)
+            contact = load_contact(session, self.vault, customer_id) or {}
+            identifiers.update(str(v) for k, v in contact.items() if k != "country" and v)
+        return Subject(vin=vin, identifiers=frozenset(identifiers))
 
     def _read(
         self, session: Session, request: ReleaseRequest, vehicles: dict[str, _Vehicle]

@@ -39,6 +39,8 @@ from broker.store.tables import (
     VehiclePartyRow,
     VehicleRow,
 )
+from broker.vault.contacts import load_contact, save_contact
+from broker.vault.vault import Vault
 
 #: How a seed's grant state is reached from a new grant.
 _STATE_ACTIONS: dict[GrantState, tuple[GrantAction, ...]] = {
@@ -88,13 +90,15 @@ def read_seed(library: DocumentLibrary, path: Path) -> SeedFile:
 
 
 def apply_seed(
-    session: Session, seed: SeedFile, grants: GrantService, *, now: datetime
+    session: Session, seed: SeedFile, grants: GrantService, *, vault: Vault, now: datetime
 ) -> SeedReport:
     report = SeedReport()
     doc = seed.document
     demo = bool(doc.get("demo_only", False))
     for item in doc.get("customers", []):
         _customer(session, item, report, demo=demo, now=now)
+        if "contact" in item:
+            _contact(session, vault, item, report, now=now)
     for item in doc.get("recipients", []):
         _recipient(session, item, report, now=now)
     for item in doc.get("vehicles", []):
@@ -152,6 +156,18 @@ def _customer(
         changed = True
     session.add(row)
     _count(report, "customers", False, changed)
+
+
+def _contact(
+    session: Session, vault: Vault, item: dict[str, Any], report: SeedReport, *, now: datetime
+) -> None:
+    """Contact data, encrypted under the customer's key; rewritten only when it changed."""
+    stored = load_contact(session, vault, item["id"])
+    if stored == item["contact"]:
+        _count(report, "contacts", False, False)
+        return
+    save_contact(session, vault, item["id"], item["contact"], now)
+    _count(report, "contacts", stored is None, stored is not None)
 
 
 def _recipient(

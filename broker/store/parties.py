@@ -151,11 +151,11 @@ def end_fleet_membership(session: Session, operator_id: str, vin: str, *, at: da
     return True
 
 
-def holder_logins(session: Session, vin: str) -> set[str]:
-    """The logins of everyone who ever owned or drove the vehicle (identifiers to scrub)."""
+def holders(session: Session, vin: str) -> set[tuple[str, str]]:
+    """(customer id, login) of everyone who ever owned or drove the vehicle."""
     rows = session.exec(
-        select(CustomerRow.login)
+        select(CustomerRow.id, CustomerRow.login)
         .join(VehiclePartyRow, col(VehiclePartyRow.customer_id) == col(CustomerRow.id))
         .where(VehiclePartyRow.vin == vin)
     ).all()
-    return set(rows)
+    return {(customer_id, login) for customer_id, login in rows}
