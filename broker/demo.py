@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from broker.bootstrap import Broker, open_broker
-from broker.clock import parse_instant
 from broker.errors import ConfigurationError
+from broker.ingest.service import RawItem
 from broker.services.seed import apply_seed, read_seed
 from broker.settings import DEFAULT_DATABASE_URL, Settings
 from broker.simulator import ROUTES, VehicleState, drive
-from broker.store.telemetry_write import NewRecord, store_records
 
 DEMO_DATABASE_URL = "sqlite:///var/demo.sqlite3"
 
@@ -34,43 +33,35 @@ def demo_seed_path() -> Path:
 
 
 def prepare(broker: Broker, seed_path: Path) -> dict[str, Any]:
-    """Load the seed and simulate one drive per owned vehicle; returns what was done."""
+    """Load the seed and drive every owned vehicle once through the simulator.
+
+    The drives go through the ingest service, the same path as the HTTP and
+    MQTT ingest: validated, positions encrypted at rest, the location
+    safeguard applied.
+    """
     seed = read_seed(broker.documents, seed_path)
     now = broker.clock.now()
     report = broker.database.run_sync(
         lambda s: apply_seed(s, seed, broker.grants, vault=broker.vault, now=now), write=True
     )
-    stored, withheld, rejected = 0, 0, 0
     routes = list(ROUTES)
-    records: list[NewRecord] = []
+    items: list[RawItem] = []
     for index, vehicle in enumerate(seed.document.get("vehicles", [])):
         if not any(o.get("until") is None for o in vehicle.get("owners", [])):
             continue
-        collects_location = vehicle.get("location", {}).get("collection", True)
         state = VehicleState(vin=vehicle["vin"], model=vehicle.get("model") or "MINI Cooper SE")
         start = now - timedelta(hours=2)
         for record in drive(state, start=start, route=routes[index % len(routes)], seed=index):
-            if record["category"] == "vehicle.position" and not collects_location:
-                withheld += 1  # the location safeguard: counted, never kept
-                continue
-            if broker.documents.catalogue.validate_record_data(record["category"], record["data"]):
-                rejected += 1
-                continue
-            records.append(
-                NewRecord(
-                    id=record["record_id"],
-                    vin=record["vin"],
-                    category=record["category"],
-                    recorded_at=parse_instant(record["recorded_at"]),
-                    data=record["data"],
-                )
-            )
-    stored = broker.database.run_sync(
-        lambda s: store_records(s, records, received_at=now), write=True
-    )
+            items.append(RawItem(record, len(items)))
+    result = broker.ingest.ingest_sync(items, source="demo")
+    summary = result.summary()
     return {
         "seed": report.as_dict(),
-        "telemetry": {"stored": stored, "positions_not_collected": withheld, "rejected": rejected},
+        "telemetry": {
+            "stored": summary["stored"] + summary["duplicates"],
+            "positions_not_collected": summary["withheld"],
+            "rejected": summary["rejected"],
+        },
     }
 
 
@@ -100,6 +91,7 @@ def _explain(settings: Settings, seed_path: Path, done: dict[str, Any]) -> str:
         "Explore:",
         f"  curl {base}/healthz",
         f"  curl {base}/readyz",
+        f"  .venv/bin/python examples/vehicle_simulator.py --http {base}   # more drives",
         f"  BROKER_DATABASE_URL={settings.database_url} .venv/bin/broker grants list",
         f"  BROKER_DATABASE_URL={settings.database_url} .venv/bin/broker contracts validate "
         "contracts/samples/*.json",
