@@ -87,6 +87,17 @@ def _parser() -> argparse.ArgumentParser:
         help="run on PostgreSQL (a scratch database is created there and dropped)",
     )
 
+    bench_ingest = bench_commands.add_parser(
+        "ingest", help="records/s through ingest vs plain inserts of the same rows"
+    )
+    bench_ingest.add_argument("--records", type=int, default=20_000)
+    bench_ingest.add_argument("--batch", type=int, default=500)
+    bench_ingest.add_argument(
+        "--postgres",
+        metavar="ADMIN_URL",
+        help="run on PostgreSQL (a scratch database is created there and dropped)",
+    )
+
     demo = commands.add_parser("demo", help="load the demo seed, make telemetry, and serve")
     demo.add_argument("--no-serve", action="store_true", help="prepare and exit")
     demo.add_argument("--host")
@@ -138,6 +149,20 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return run_demo(demo_settings, serve_after=not args.no_serve)
     if args.command == "contracts" and args.contracts_command == "validate":
         return _validate_contracts(settings, args.files)
+    if args.command == "bench" and args.bench_command == "ingest":
+        from broker.bench import bench_ingest
+        from broker.demo import demo_seed_path
+
+        if args.records < 1 or args.batch < 1:
+            raise BadRequest("--records and --batch must be at least 1")
+        ingest_result = bench_ingest(
+            records=args.records,
+            batch=args.batch,
+            postgres_admin_url=args.postgres,
+            seed_path=demo_seed_path(),
+        )
+        print("\n".join(ingest_result.lines()))
+        return EXIT_OK
     if args.command == "bench":
         from broker.bench import bench_gate
         from broker.demo import demo_seed_path

@@ -18,8 +18,8 @@ generated VINs.
 from __future__ import annotations
 
 import argparse
-import base64
 import asyncio
+import base64
 import json
 import sys
 from collections.abc import Iterator

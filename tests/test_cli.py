@@ -236,3 +236,20 @@ def test_bench_gate_prints_a_ratio_to_its_baseline() -> None:
     assert float(lines["ratio gate/plain"]) > 0
     bad = run("bench", "gate", "--releases", "0")
     assert_one_line_error(bad)
+
+
+def test_bench_ingest_prints_a_ratio_to_its_baseline() -> None:
+    result = run("bench", "ingest", "--records", "300", "--batch", "100")
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
+    assert lines["records"].strip().startswith("300 ")
+    assert float(lines["ratio ingest/plain"]) > 0
+
+
+def test_purge_reports_what_it_erased(database_url: str) -> None:
+    assert run("seed", str(DEMO_SEED), database_url=database_url).returncode == 0
+    result = run("purge", database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["telemetry:vehicle.position"]["count"] == 0
+    assert report["telemetry:vehicle.position"]["up_to"].endswith("Z")

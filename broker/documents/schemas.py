@@ -126,18 +126,26 @@ class SchemaSet:
         )
         _check_references(self.registry, schemas)
         checker = _format_checker()
+        # Validators run on copies with every $ref inlined once here: resolving
+        # references on every validation dominated the cost of ingesting a record.
         self._validators = {
-            schema_id: Draft202012Validator(schema, registry=self.registry, format_checker=checker)
+            schema_id: Draft202012Validator(
+                _inline_refs(schema, self.registry.resolver(base_uri=schema_id)),
+                registry=self.registry,
+                format_checker=checker,
+            )
             for schema_id, schema in schemas.items()
         }
+        self._originals = schemas
 
     @property
     def ids(self) -> frozenset[str]:
         return frozenset(self._validators)
 
     def schema(self, schema_id: str) -> Mapping[str, Any]:
-        schema: Mapping[str, Any] = self.validator(schema_id).schema
-        return schema
+        """The schema as written (with its references)."""
+        self.validator(schema_id)  # a clear error for an unknown id
+        return self._originals[schema_id]
 
     def validator(self, schema_id: str) -> Draft202012Validator:
         try:
@@ -165,6 +173,30 @@ class SchemaSet:
         patterned = {e.path for e, kind in found.items() if kind == "pattern"}
         kept = (e for e, kind in found.items() if kind != "format" or e.path not in patterned)
         return sorted(kept, key=lambda e: (e.path, e.message))
+
+
+_MAX_INLINE_DEPTH = 16
+
+
+def _inline_refs(node: Any, resolver: Any, depth: int = 0) -> Any:
+    """``node`` with each ``$ref`` replaced by what it points to (recursively).
+
+    A reference nested deeper than ``_MAX_INLINE_DEPTH`` (a recursive schema)
+    is left as it is, for the validator to resolve at run time.
+    """
+    if isinstance(node, list):
+        return [_inline_refs(item, resolver, depth) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and depth < _MAX_INLINE_DEPTH:
+        resolved = resolver.lookup(ref)
+        target = _inline_refs(resolved.contents, resolved.resolver, depth + 1)
+        siblings = {k: _inline_refs(v, resolver, depth) for k, v in node.items() if k != "$ref"}
+        if not siblings:
+            return target
+        return {**siblings, "allOf": [*siblings.get("allOf", []), target]}
+    return {key: _inline_refs(value, resolver, depth) for key, value in node.items()}
 
 
 def _read_schemas(contracts_dir: Path) -> dict[str, dict[str, Any]]:
