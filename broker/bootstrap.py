@@ -40,6 +40,7 @@ from broker.store.database import Database
 from broker.store.migrate import check_known, head_revision, upgrade
 from broker.transfer.adequacy import AdequacyTable
 from broker.vault.vault import Vault
+from connectors.mqtt_ingest import MqttSettings, start_mqtt_ingest
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,33 @@ def create_web_app(settings: Settings, *, clock: Clock | None = None) -> web.App
 
     app.cleanup_ctx.append(lifecycle)
     app.cleanup_ctx.append(_periodic_purge(runtime))
+    app.cleanup_ctx.append(_mqtt_ingest(runtime, settings))
     return app
+
+
+def _mqtt_ingest(
+    runtime: Runtime, settings: Settings
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """MQTT streaming ingest while serving, when ``BROKER_MQTT_URL`` is set."""
+    mqtt = MqttSettings.from_env(
+        {
+            "BROKER_MQTT_URL": settings.mqtt_url,
+            "BROKER_MQTT_TOPIC_PREFIX": settings.mqtt_topic_prefix,
+            "BROKER_MQTT_CLIENT_ID": settings.mqtt_client_id,
+        }
+        if settings.mqtt_url
+        else {}
+    )
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        running = start_mqtt_ingest(runtime.require().ingest, mqtt) if mqtt else None
+        try:
+            yield
+        finally:
+            if running is not None:
+                await running.close()
+
+    return context
 
 
 def _periodic_purge(

@@ -37,6 +37,9 @@ class Settings:
     max_ingest_bytes: int = 32 * 1024 * 1024
     retention_overrides: str = ""
     purge_interval_seconds: int = 3600
+    mqtt_url: str = ""
+    mqtt_topic_prefix: str = "vehicles"
+    mqtt_client_id: str = "vehicle-data-broker-ingest"
     log_level: str = "INFO"
     log_format: str = "json"
     auto_migrate: bool = True
@@ -64,6 +67,9 @@ class Settings:
                 max_request_bytes=int(env.get("BROKER_MAX_REQUEST_BYTES", base.max_request_bytes)),
                 max_ingest_bytes=int(env.get("BROKER_MAX_INGEST_BYTES", base.max_ingest_bytes)),
                 retention_overrides=env.get("BROKER_RETENTION", base.retention_overrides),
+                mqtt_url=env.get("BROKER_MQTT_URL", base.mqtt_url),
+                mqtt_topic_prefix=env.get("BROKER_MQTT_TOPIC_PREFIX", base.mqtt_topic_prefix),
+                mqtt_client_id=env.get("BROKER_MQTT_CLIENT_ID", base.mqtt_client_id),
                 purge_interval_seconds=int(
                     env.get("BROKER_PURGE_INTERVAL", base.purge_interval_seconds)
                 ),

@@ -132,7 +132,8 @@ class IngestService:
 
     def _check(self, item: RawItem, now: datetime) -> _Valid | RecordResult:
         if item.error is not None:
-            return _rejected(item, "malformed", item.error)
+            code = "topic_mismatch" if item.error.startswith("topic_mismatch") else "malformed"
+            return _rejected(item, code, item.error)
         value = item.value
         errors = self.documents.schemas.errors(RECORD_SCHEMA, value, echo_values=False)
         if errors:
