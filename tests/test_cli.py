@@ -253,3 +253,29 @@ def test_purge_reports_what_it_erased(database_url: str) -> None:
     report = json.loads(result.stdout)
     assert report["telemetry:vehicle.position"]["count"] == 0
     assert report["telemetry:vehicle.position"]["up_to"].endswith("Z")
+
+
+def test_loading_contract_amendments_says_whether_they_widen_or_narrow(
+    database_url: str, tmp_path: Path
+) -> None:
+    assert run("seed", str(DEMO_SEED), database_url=database_url).returncode == 0
+    sample = json.loads((ROOT / "contracts" / "samples" / "insurer-ubi.json").read_text())
+    narrowed = dict(sample, version=2, retention_at_recipient="P30D")
+    widened = dict(sample, version=3, channels=["pull", "export"])
+    paths = []
+    for document in (narrowed, widened):
+        path = tmp_path / f"insurer-v{document['version']}.json"
+        path.write_text(json.dumps(document))
+        paths.append(str(path))
+    result = run("contracts", "load", *paths, database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert "insurer-ubi v2: amendment narrows scope" in result.stdout
+    assert "insurer-ubi v3: amendment widens scope" in result.stdout
+    assert "consent again" in result.stdout
+    again = run("contracts", "load", paths[0], database_url=database_url)
+    assert "insurer-ubi v2: unchanged" in again.stdout
+    changed = dict(narrowed, retention_at_recipient="P40D")
+    Path(paths[0]).write_text(json.dumps(changed))
+    conflict = run("contracts", "load", paths[0], database_url=database_url)
+    assert conflict.returncode == 1
+    assert "already loaded with other content" in conflict.stderr

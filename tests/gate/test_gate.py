@@ -303,3 +303,21 @@ async def test_a_narrowing_amendment_applies_at_once(world: World) -> None:
     assert isinstance(outcome, Release)
     assert {r["category"] for r in outcome.payload.records} == {"vehicle.status"}
     assert [w.reason.code for w in outcome.withheld] == ["category_not_in_contract"]
+
+
+async def test_a_widening_amendment_needs_new_consent(world: World) -> None:
+    world.store(COOPER, "vehicle.maintenance", NOW - HOUR, {"oil_level_pct": 80.0})
+    document = json.loads(
+        (world.library.samples_dir / "insurer-ubi.json").read_text(encoding="utf-8")
+    )
+    document["version"] = 2
+    document["categories"]["vehicle.maintenance"] = {"fields": ["oil_level_pct"], "optional": True}
+    widened = world.library.contract_from_document(document)
+    from broker.store import contracts as contract_store
+
+    world.db.run_sync(lambda s: contract_store.add(s, widened, at=NOW), write=True)
+    # The grant was given under v1: the new category is not covered until the customer
+    # consents again.
+    outcome = await world.gate.release(insurer({"vehicle.maintenance"}))
+    assert isinstance(outcome, Denial)
+    assert outcome.codes == ("category_not_in_contract",)
