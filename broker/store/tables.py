@@ -294,3 +294,83 @@ class IngestWithheldRow(SQLModel, table=True):
     day: date = Field(primary_key=True)
     reason: str = Field(primary_key=True, max_length=32)
     count: int = 0
+
+
+class CustomerSessionRow(SQLModel, table=True):
+    """A customer's browser session: only the SHA-256 of the cookie value is stored."""
+
+    __tablename__ = "customer_session"
+
+    id_hash: str = Field(primary_key=True, max_length=64)
+    customer_id: str = Field(foreign_key="customer.id", max_length=64, index=True)
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    last_seen_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class LoginThrottleRow(SQLModel, table=True):
+    """Failed logins per login name, for back-off (keyed by a hash: no login in clear)."""
+
+    __tablename__ = "login_throttle"
+
+    key_hash: str = Field(primary_key=True, max_length=64)
+    failures: int = 0
+    last_failure_at: datetime = Field(sa_type=UTCDateTime)
+    locked_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class AuthorizationCodeRow(SQLModel, table=True):
+    """An authorization code (RFC 6749 §4.1): single use, short-lived, stored as a hash."""
+
+    __tablename__ = "oauth_authorization_code"
+
+    code_hash: str = Field(primary_key=True, max_length=64)
+    client_id: str = Field(foreign_key="oauth_client.client_id", max_length=128)
+    customer_id: str = Field(foreign_key="customer.id", max_length=64)
+    redirect_uri: str = Field(max_length=2000)
+    scope: str = Field(max_length=2000)
+    grant_ids: list[str] = _json_column()
+    code_challenge: str = Field(max_length=128)
+    code_challenge_method: str = Field(max_length=8)
+    nonce: str | None = Field(default=None, max_length=256)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class RefreshTokenRow(SQLModel, table=True):
+    """A refresh token (stored as a hash) in a rotation family; reuse revokes the family."""
+
+    __tablename__ = "oauth_refresh_token"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    family_id: str = Field(max_length=64, index=True)
+    client_id: str = Field(foreign_key="oauth_client.client_id", max_length=128)
+    customer_id: str | None = Field(default=None, foreign_key="customer.id", max_length=64)
+    scope: str = Field(max_length=2000)
+    grant_ids: list[str] = _json_column()
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    rotated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class RevokedAccessTokenRow(SQLModel, table=True):
+    """Access tokens revoked before they expire (RFC 7009), by ``jti``, kept until ``exp``."""
+
+    __tablename__ = "oauth_revoked_access_token"
+
+    jti: str = Field(primary_key=True, max_length=64)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    revoked_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class TokenGrantRow(SQLModel, table=True):
+    """Which grants an issued access token relies on (so a revocation can find its tokens)."""
+
+    __tablename__ = "oauth_token_grant"
+
+    jti: str = Field(primary_key=True, max_length=64)
+    grant_id: str = Field(primary_key=True, foreign_key="data_grant.id", max_length=64)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
