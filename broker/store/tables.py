@@ -374,3 +374,13 @@ class TokenGrantRow(SQLModel, table=True):
     jti: str = Field(primary_key=True, max_length=64)
     grant_id: str = Field(primary_key=True, foreign_key="data_grant.id", max_length=64)
     expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
+class SeenJtiRow(SQLModel, table=True):
+    """One-time JWT ids already used (client assertions, DPoP proofs), across processes."""
+
+    __tablename__ = "oauth_seen_jti"
+
+    kind: str = Field(primary_key=True, max_length=32)
+    jti: str = Field(primary_key=True, max_length=256)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
