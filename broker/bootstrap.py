@@ -28,11 +28,16 @@ from broker.gate.gate import Gate
 from broker.gate.keyring import Keyring
 from broker.gate.notices import issue_notice
 from broker.gate.revocation import RevocationListeners
+from broker.http import api as api_routes
 from broker.http import ingest as ingest_routes
+from broker.http import oauth as oauth_routes
 from broker.http.app import create_app
 from broker.ingest.service import IngestService
+from broker.oauth.keys import SigningKeys
+from broker.oauth.revocation import revoke_grant_tokens
+from broker.oauth.scopes import supported_scopes
+from broker.oauth.server import BrokerAuthorizationServer
 from broker.protection.keys import generate_master_key, load_master_key
-from broker.services import backend_auth
 from broker.services.grants import GrantService
 from broker.services.retention import parse_overrides, purge
 from broker.settings import Settings
@@ -61,6 +66,7 @@ class Broker:
     audit_key_file: Path
     vault: Vault
     ingest: IngestService
+    oauth: BrokerAuthorizationServer
 
     def audit_signer(self) -> CheckpointSigner:
         return CheckpointSigner.from_file(self.audit_key_file)
@@ -115,6 +121,15 @@ def open_broker(settings: Settings, *, clock: Clock | None = None) -> Broker:
         raise
     listeners = RevocationListeners()
     listeners.register("notice", lambda session, ended: issue_notice(session, ended, keyring))
+    listeners.register("oauth-tokens", revoke_grant_tokens)
+    oauth = BrokerAuthorizationServer(
+        database=database,
+        clock=clock,
+        keys=SigningKeys.load(settings.oauth_keys_dir),
+        keyring=keyring,
+        issuer=settings.issuer,
+        scopes_supported=supported_scopes(documents),
+    )
     gate = Gate(database=database, clock=clock, adequacy=adequacy, keyring=keyring, vault=vault)
     ingest = IngestService(database=database, documents=documents, clock=clock, vault=vault)
     return Broker(
@@ -130,6 +145,7 @@ def open_broker(settings: Settings, *, clock: Clock | None = None) -> Broker:
         audit_key_file=audit_key_file,
         vault=vault,
         ingest=ingest,
+        oauth=oauth,
     )
 
 
@@ -157,18 +173,14 @@ def create_web_app(settings: Settings, *, clock: Clock | None = None) -> web.App
     app = create_app(settings=settings, readiness=readiness, version=__version__)
     app[RUNTIME] = runtime
 
-    async def authenticate_backend(client_id: str, secret: str) -> bool:
-        database = runtime.require().database
-        return await database.read(
-            lambda s: backend_auth.authenticate_backend(s, client_id, secret)
-        )
-
     ingest_routes.add_routes(
         app,
         service=lambda: runtime.require().ingest,
-        authenticate=lambda: authenticate_backend,
+        oauth=lambda: runtime.require().oauth,
         max_bytes=settings.max_ingest_bytes,
     )
+    oauth_routes.add_routes(app, server=lambda: runtime.require().oauth)
+    api_routes.add_routes(app, runtime=lambda: runtime.require())
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         runtime.broker = await asyncio.to_thread(open_broker, settings, clock=clock)

@@ -46,6 +46,7 @@ class Settings:
     master_key: str | None = field(default=None, repr=False)
     master_key_file: Path = Path("var/master.key")
     audit_key_file: Path = Path("var/audit-signing.key")
+    oauth_keys_dir: Path = Path("var/oauth-keys")
 
     @property
     def issuer(self) -> str:
@@ -79,6 +80,7 @@ class Settings:
                 master_key=env.get("BROKER_MASTER_KEY") or None,
                 master_key_file=Path(env.get("BROKER_MASTER_KEY_FILE", str(base.master_key_file))),
                 audit_key_file=Path(env.get("BROKER_AUDIT_KEY_FILE", str(base.audit_key_file))),
+                oauth_keys_dir=Path(env.get("BROKER_OAUTH_KEYS_DIR", str(base.oauth_keys_dir))),
             )
         except ValueError as exc:
             raise ConfigurationError(f"invalid setting: {exc}") from exc

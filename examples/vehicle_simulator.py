@@ -63,15 +63,25 @@ async def send_http(
     items: Iterator[dict[str, Any]], *, url: str, client: str, secret: str, batch: int
 ) -> dict[str, int]:
     totals: dict[str, int] = {}
-    token = base64.b64encode(f"{client}:{secret}".encode()).decode()
-    headers = {"Authorization": f"Basic {token}"}
-    async with aiohttp.ClientSession(headers=headers) as session:
+    base = url.rstrip("/")
+    basic = base64.b64encode(f"{client}:{secret}".encode()).decode()
+    async with aiohttp.ClientSession() as session:
+        # The backend's own client-credentials token (scope ingest) authorises the batches.
+        async with session.post(
+            f"{base}/oauth/token",
+            data={"grant_type": "client_credentials", "scope": "ingest"},
+            headers={"Authorization": f"Basic {basic}"},
+        ) as response:
+            grant = await response.json()
+            if response.status != 200:
+                raise SystemExit(f"no ingest token: {grant.get('error_description', grant)}")
+        session.headers["Authorization"] = f"Bearer {grant['access_token']}"
         chunk: list[dict[str, Any]] = []
 
         async def flush() -> None:
             body = "\n".join(json.dumps(r, separators=(",", ":")) for r in chunk).encode()
             async with session.post(
-                url.rstrip("/") + "/v1/ingest/records",
+                base + "/v1/ingest/records",
                 data=body,
                 headers={"Content-Type": "application/x-ndjson"},
             ) as response:

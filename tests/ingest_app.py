@@ -14,7 +14,7 @@ from broker.clock import ManualClock
 from broker.services.seed import apply_seed, read_seed
 from broker.settings import Settings
 
-BACKEND = "Basic " + base64.b64encode(b"broker-backend:demo-secret-broker-backend").decode()
+BACKEND_BASIC = "Basic " + base64.b64encode(b"broker-backend:demo-secret-broker-backend").decode()
 
 
 @dataclass
@@ -22,6 +22,18 @@ class App:
     client: TestClient  # type: ignore[type-arg]
     broker: Broker
     clock: ManualClock
+    backend: str = ""  # "Bearer <token>" of the car maker's backend (scope ingest)
+
+    async def token(self, client_id: str, secret: str, scope: str | None = None) -> str:
+        """A client-credentials access token, as ``Bearer <token>``."""
+        basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+        form = {"grant_type": "client_credentials"} | ({"scope": scope} if scope else {})
+        response = await self.client.post(
+            "/oauth/token", data=form, headers={"Authorization": f"Basic {basic}"}
+        )
+        body = await response.json()
+        assert response.status == 200, body
+        return f"Bearer {body['access_token']}"
 
 
 async def start_app(
@@ -32,6 +44,7 @@ async def start_app(
         database_url=database_url,
         master_key_file=tmp_path / "master.key",
         audit_key_file=tmp_path / "audit.key",
+        oauth_keys_dir=tmp_path / "oauth-keys",
         max_ingest_bytes=2 * 1024 * 1024,
     )
     settings = replace(settings, **overrides)  # type: ignore[arg-type]
@@ -44,4 +57,6 @@ async def start_app(
     broker.database.run_sync(
         lambda s: apply_seed(s, seed, broker.grants, vault=broker.vault, now=NOW), write=True
     )
-    return App(client, broker, clock)
+    app = App(client, broker, clock)
+    app.backend = await app.token("broker-backend", "demo-secret-broker-backend", "ingest")
+    return app

@@ -29,6 +29,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> None:
     folder = tmp_path_factory.mktemp("keys")
     KEYS["BROKER_MASTER_KEY_FILE"] = str(folder / "master.key")
     KEYS["BROKER_AUDIT_KEY_FILE"] = str(folder / "audit-signing.key")
+    KEYS["BROKER_OAUTH_KEYS_DIR"] = str(folder / "oauth-keys")
     (folder / "master.key").write_text(generate_master_key())
     CheckpointSigner.generate(folder / "audit-signing.key")
 

@@ -6,20 +6,24 @@ for large batches, read as a stream and ingested in chunks). Each record is
 validated on its own: the response says, per record, whether it was stored, a
 duplicate, withheld (location off) or rejected (and why); a rejected record
 never costs the others. 200 when nothing was rejected, 207 otherwise.
+
+Only the car maker's backend may call it: an access token of its client
+(client credentials, scope ``ingest``) as an RFC 6750 bearer token.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from broker.errors import BadRequest, BrokerError, PayloadTooLarge
+from broker.errors import BadRequest, PayloadTooLarge
+from broker.http.oauth import require_token
 from broker.ingest.service import REJECTED, BatchResult, IngestService, RawItem, RecordResult
+from broker.oauth.scopes import INGEST
+from broker.oauth.server import BrokerAuthorizationServer
 
 MAX_JSON_RECORDS = 5_000
 MAX_NDJSON_RECORDS = 100_000
@@ -27,24 +31,16 @@ NDJSON_CHUNK = 1_000
 NDJSON_TYPES = {"application/x-ndjson", "application/jsonl", "application/ndjson"}
 
 
-class Unauthorized(BrokerError):
-    code = "unauthorized"
-    status = 401
-    title = "Authentication required"
-
-
-Authenticate = Callable[[str, str], Awaitable[bool]]
-
-
 def add_routes(
     app: web.Application,
     *,
     service: Callable[[], IngestService],
-    authenticate: Callable[[], Authenticate],
+    oauth: Callable[[], BrokerAuthorizationServer],
     max_bytes: int,
 ) -> None:
     async def ingest(request: web.Request) -> web.Response:
-        await _require_backend(request, authenticate())
+        # Only the car maker's backend, with a client-credentials token of scope ``ingest``.
+        await require_token(request, oauth(), api="ingest", scopes=[INGEST])
         if request.content_type in NDJSON_TYPES:
             results = await _ndjson(request, service(), max_bytes)
         elif request.content_type == "application/json":
@@ -61,30 +57,6 @@ def add_routes(
         return web.json_response(body, status=207 if summary["rejected"] else 200)
 
     app.router.add_post("/v1/ingest/records", ingest)
-
-
-async def _require_backend(request: web.Request, authenticate: Authenticate) -> None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() == "basic" and encoded:
-        try:
-            client_id, sep, secret = (
-                base64.b64decode(encoded, validate=True).decode().partition(":")
-            )
-        except (binascii.Error, UnicodeDecodeError):
-            sep = ""
-        if sep and await authenticate(client_id, secret):
-            return
-    raise _unauthorized()
-
-
-def _unauthorized() -> web.HTTPUnauthorized:
-    body = Unauthorized("the car maker's backend must authenticate (HTTP Basic)").problem()
-    return web.HTTPUnauthorized(
-        text=json.dumps(body),
-        content_type="application/problem+json",
-        headers={"WWW-Authenticate": 'Basic realm="ingest", charset="UTF-8"'},
-    )
 
 
 async def _read_capped(request: web.Request, max_bytes: int) -> bytes:

@@ -154,3 +154,12 @@ def for_release(session: Session, contract_id: str, *, vins: list[str] | None) -
         query = query.with_for_update(read=True)
     rows = session.exec(query.order_by(col(GrantRow.vin), col(GrantRow.id))).all()
     return _load_many(session, list(rows))
+
+
+def covered_by(session: Session, recipient_id: str, grant_ids: list[str] | None) -> list[Grant]:
+    """The recipient's grants: those named (a customer-bound token), or all of them."""
+    query = select(GrantRow).where(GrantRow.recipient_id == recipient_id)
+    if grant_ids is not None:
+        query = query.where(col(GrantRow.id).in_(grant_ids))
+    rows = session.exec(query.order_by(col(GrantRow.id))).all()
+    return _load_many(session, list(rows))

@@ -129,6 +129,7 @@ def _env(database_url: str, keys: Path, prefix: str) -> dict[str, str]:
         BROKER_DATABASE_URL=database_url,
         BROKER_MASTER_KEY_FILE=str(keys / "master.key"),
         BROKER_AUDIT_KEY_FILE=str(keys / "audit.key"),
+        BROKER_OAUTH_KEYS_DIR=str(keys / "oauth-keys"),
         BROKER_MQTT_URL="mqtt://127.0.0.1:1883",
         BROKER_MQTT_TOPIC_PREFIX=prefix,
         BROKER_MQTT_CLIENT_ID=f"broker-{prefix}",

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from ingest_app import BACKEND, App
+from ingest_app import App
 from worlds import COOPER, NOW
 
 from broker.audit.checkpoint import CheckpointSigner
@@ -65,7 +65,7 @@ async def test_no_clear_position_or_email_in_any_table_or_file(app: App) -> None
         position("pos-bad-category", category="vehicle.teleport"),  # quarantined
     ]
     response = await app.client.post(
-        "/v1/ingest/records", json=batch, headers={"Authorization": BACKEND}
+        "/v1/ingest/records", json=batch, headers={"Authorization": app.backend}
     )
     assert response.status == 207
     assert (await response.json())["summary"]["stored"] == 1
@@ -83,7 +83,7 @@ async def test_no_clear_position_or_email_in_any_table_or_file(app: App) -> None
 async def test_erasure_shreds_and_the_audit_log_still_verifies(app: App, tmp_path: Path) -> None:
     body = await (
         await app.client.post(
-            "/v1/ingest/records", json=[position("pos-2")], headers={"Authorization": BACKEND}
+            "/v1/ingest/records", json=[position("pos-2")], headers={"Authorization": app.backend}
         )
     ).json()
     assert body["summary"]["stored"] == 1

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from ingest_app import BACKEND, App
+from ingest_app import App
 from worlds import COOPER, COOPER_C, NOW
 
 from broker.clock import format_instant
@@ -44,7 +44,7 @@ def stored_ids(app: App) -> set[str]:
 
 async def test_a_clean_batch_is_stored(app: App) -> None:
     batch = [record(f"ok-{i}", minutes_ago=i + 1) for i in range(5)]
-    response = await app.client.post(URL, json=batch, headers={"Authorization": BACKEND})
+    response = await app.client.post(URL, json=batch, headers={"Authorization": app.backend})
     assert response.status == 200
     body = await response.json()
     assert body["summary"] == {
@@ -59,7 +59,7 @@ async def test_a_clean_batch_is_stored(app: App) -> None:
 
 
 async def test_every_bad_record_gets_its_own_error_and_nothing_else_is_lost(app: App) -> None:
-    await app.client.post(URL, json=[record("dup")], headers={"Authorization": BACKEND})
+    await app.client.post(URL, json=[record("dup")], headers={"Authorization": app.backend})
     batch = [
         record("good-1"),
         record("wrong-type", data={"mileage_km": "lots"}),
@@ -71,7 +71,7 @@ async def test_every_bad_record_gets_its_own_error_and_nothing_else_is_lost(app:
         record("good-2", category="vehicle.maintenance", data={"oil_level_pct": 80.0}),
     ]
     response = await app.client.post(
-        URL, json={"records": batch}, headers={"Authorization": BACKEND}
+        URL, json={"records": batch}, headers={"Authorization": app.backend}
     )
     assert response.status == 207
     body = await response.json()
@@ -102,10 +102,10 @@ async def test_every_bad_record_gets_its_own_error_and_nothing_else_is_lost(app:
 async def test_a_retried_batch_stores_nothing_twice(app: App) -> None:
     batch = [record(f"r-{i}", minutes_ago=i + 1) for i in range(3)]
     first = await (
-        await app.client.post(URL, json=batch, headers={"Authorization": BACKEND})
+        await app.client.post(URL, json=batch, headers={"Authorization": app.backend})
     ).json()
     again = await (
-        await app.client.post(URL, json=batch, headers={"Authorization": BACKEND})
+        await app.client.post(URL, json=batch, headers={"Authorization": app.backend})
     ).json()
     assert first["summary"]["stored"] == 3
     assert again["summary"] == {
@@ -125,7 +125,7 @@ async def test_malformed_json_is_one_clear_request_error(app: App) -> None:
     response = await app.client.post(
         URL,
         data=b'[{"record_id": "x",',
-        headers={"Authorization": BACKEND, "Content-Type": "application/json"},
+        headers={"Authorization": app.backend, "Content-Type": "application/json"},
     )
     assert response.status == 400
     assert response.content_type == "application/problem+json"
@@ -139,7 +139,7 @@ async def test_ndjson_reports_a_malformed_line_and_keeps_the_others(app: App) ->
     response = await app.client.post(
         URL,
         data="\n".join(lines).encode(),
-        headers={"Authorization": BACKEND, "Content-Type": "application/x-ndjson"},
+        headers={"Authorization": app.backend, "Content-Type": "application/x-ndjson"},
     )
     assert response.status == 207
     body = await response.json()
@@ -151,30 +151,34 @@ async def test_ndjson_reports_a_malformed_line_and_keeps_the_others(app: App) ->
 
 async def test_an_oversized_batch_is_refused_whole(app: App) -> None:
     too_many = [record(f"big-{i}") for i in range(5001)]
-    response = await app.client.post(URL, json=too_many, headers={"Authorization": BACKEND})
+    response = await app.client.post(URL, json=too_many, headers={"Authorization": app.backend})
     assert response.status == 413
     problem = await response.json()
     assert "5001 records" in problem["detail"] and "x-ndjson" in problem["detail"]
     too_big = io.BytesIO(b"[" + b" " * (2 * 1024 * 1024 + 1) + b"]")
     response = await app.client.post(
-        URL, data=too_big, headers={"Authorization": BACKEND, "Content-Type": "application/json"}
+        URL,
+        data=too_big,
+        headers={"Authorization": app.backend, "Content-Type": "application/json"},
     )
     assert response.status == 413
     assert stored_ids(app) == set()
 
 
-async def test_the_backend_must_authenticate(app: App) -> None:
+async def test_only_the_backends_ingest_token_may_ingest(app: App) -> None:
+    insurer = await app.token("insurer-demo", "demo-secret-insurer-demo")
     for header in (
         None,
-        "Bearer something",
-        "Basic " + base64.b64encode(b"broker-backend:wrong").decode(),
-        "Basic " + base64.b64encode(b"insurer-demo:demo-secret-insurer-demo").decode(),
-        "Basic %%%",
+        "Basic " + base64.b64encode(b"broker-backend:demo-secret-broker-backend").decode(),
+        "Bearer not-a-token",
+        insurer,  # a recipient token on the ingest API: refused (authorization matrix)
+        app.backend[:-4] + "AAAA",  # a tampered signature
     ):
         headers = {"Authorization": header} if header else {}
         response = await app.client.post(URL, json=[record("sneaky")], headers=headers)
         assert response.status == 401, header
-        assert response.headers["WWW-Authenticate"].startswith("Basic")
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert response.content_type == "application/problem+json"
     assert stored_ids(app) == set()
 
 
@@ -185,7 +189,9 @@ async def test_a_vehicle_with_location_off_stores_no_position(app: App) -> None:
         record("status-off", vin=COOPER_C),
         record("pos-on", vin=COOPER, category="vehicle.position", data=position),
     ]
-    body = await (await app.client.post(URL, json=batch, headers={"Authorization": BACKEND})).json()
+    body = await (
+        await app.client.post(URL, json=batch, headers={"Authorization": app.backend})
+    ).json()
     statuses = {r["record_id"]: r["status"] for r in body["results"]}
     assert statuses == {"pos-off": "withheld", "status-off": "stored", "pos-on": "stored"}
     assert stored_ids(app) == {"status-off", "pos-on"}
@@ -195,6 +201,6 @@ async def test_a_vehicle_with_location_off_stores_no_position(app: App) -> None:
 
 async def test_unsupported_media_type(app: App) -> None:
     response = await app.client.post(
-        URL, data=b"x", headers={"Authorization": BACKEND, "Content-Type": "text/csv"}
+        URL, data=b"x", headers={"Authorization": app.backend, "Content-Type": "text/csv"}
     )
     assert response.status == 415

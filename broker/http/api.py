@@ -1,0 +1,62 @@
+"""The token-protected APIs' first endpoints: who the token speaks for, and what it covers.
+
+``GET /v1/me`` (customer app tokens) and ``GET /v1/recipient/grants``
+(recipient tokens) exist so that every cell of the authorization matrix can be
+exercised over HTTP; the pull API and the customer app build on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from broker.clock import Clock, format_instant
+from broker.domain.grants import Grant
+from broker.http.oauth import require_token
+from broker.oauth.server import BrokerAuthorizationServer, TokenKind
+from broker.store import grants as grant_store
+from broker.store import parties as party_store
+from broker.store.database import Database
+
+
+class ApiRuntime(Protocol):
+    database: Database
+    clock: Clock
+    oauth: BrokerAuthorizationServer
+
+
+def add_routes(app: web.Application, *, runtime: Callable[[], ApiRuntime]) -> None:
+    async def me(request: web.Request) -> web.Response:
+        broker = runtime()
+        token = await require_token(request, broker.oauth, api="customer")
+        customer = await broker.database.read(lambda s: party_store.customer(s, token.subject))
+        if customer is None:
+            raise web.HTTPNotFound()
+        return web.json_response({"customer": customer.id, "language": customer.language.value})
+
+    async def recipient_grants(request: web.Request) -> web.Response:
+        broker = runtime()
+        token = await require_token(request, broker.oauth, api="recipient")
+        now = broker.clock.now()
+        named = list(token.grant_ids) if token.kind is TokenKind.RECIPIENT_CUSTOMER else None
+        recipient = token.recipient_id or ""
+        grants = await broker.database.read(lambda s: grant_store.covered_by(s, recipient, named))
+        return web.json_response(
+            {"grants": [_describe(g, now) for g in grants if g.is_active(now)]}
+        )
+
+    app.router.add_get("/v1/me", me)
+    app.router.add_get("/v1/recipient/grants", recipient_grants)
+
+
+def _describe(grant: Grant, now: Any) -> dict[str, Any]:
+    return {
+        "grant": grant.id,
+        "contract": grant.contract_id,
+        "contract_version": grant.contract_version,
+        "categories": sorted(grant.categories),
+        "state": grant.effective_state(now).value,
+        "valid_from": format_instant(grant.valid_from),
+    }

@@ -1,0 +1,247 @@
+"""The authorization server's HTTP endpoints, and bearer-token checks for protected APIs.
+
+- ``/.well-known/oauth-authorization-server`` (RFC 8414) and its ``jwks_uri``;
+- ``/oauth/token`` (RFC 6749), ``/oauth/revoke`` (RFC 7009), ``/oauth/introspect``
+  (RFC 7662): form bodies in, JSON out, errors as RFC 6749 says;
+- :func:`require_token`: RFC 6750 bearer tokens for every protected API, refused
+  with ``WWW-Authenticate`` unless the token's kind may call that API
+  (:data:`API_ACCESS`, the authorization matrix).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiDict, MultiMapping
+
+from broker.errors import BrokerError
+from broker.oauth import jose
+from broker.oauth.server import (
+    AUDIENCE_CUSTOMER,
+    AUDIENCE_INGEST,
+    AUDIENCE_RECIPIENT,
+    BrokerAuthorizationServer,
+    OAuthResponse,
+    TokenKind,
+    oauth_request,
+    token_still_active,
+)
+
+#: The authorization matrix: which kind of token may call which API (and its audience).
+API_ACCESS: dict[str, tuple[str, frozenset[TokenKind]]] = {
+    "recipient": (
+        AUDIENCE_RECIPIENT,
+        frozenset({TokenKind.RECIPIENT_CUSTOMER, TokenKind.RECIPIENT}),
+    ),
+    "customer": (AUDIENCE_CUSTOMER, frozenset({TokenKind.CUSTOMER})),
+    "ingest": (AUDIENCE_INGEST, frozenset({TokenKind.BACKEND})),
+}
+
+ServerGetter = Callable[[], BrokerAuthorizationServer]
+
+
+@dataclass(frozen=True)
+class TokenContext:
+    """What a verified bearer token lets its caller do."""
+
+    kind: TokenKind
+    client_id: str
+    subject: str
+    recipient_id: str | None
+    grant_ids: tuple[str, ...]
+    scopes: frozenset[str]
+    claims: dict[str, Any]
+
+
+class TokenRefused(BrokerError):
+    code = "invalid_token"
+    status = 401
+    title = "Invalid access token"
+
+
+class InsufficientScope(BrokerError):
+    code = "insufficient_scope"
+    status = 403
+    title = "Insufficient scope"
+
+
+def metadata(server: BrokerAuthorizationServer) -> dict[str, Any]:
+    """RFC 8414 authorization server metadata."""
+    base = server.issuer
+    methods = ["client_secret_basic", "private_key_jwt", "none"]
+    return {
+        "issuer": base,
+        "authorization_endpoint": f"{base}/oauth/authorize",
+        "token_endpoint": f"{base}/oauth/token",
+        "jwks_uri": f"{base}/oauth/jwks",
+        "revocation_endpoint": f"{base}/oauth/revoke",
+        "introspection_endpoint": f"{base}/oauth/introspect",
+        "scopes_supported": sorted(server.scopes_supported or []),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": methods,
+        "token_endpoint_auth_signing_alg_values_supported": sorted(jose.CLIENT_ALGORITHMS),
+        "revocation_endpoint_auth_methods_supported": methods,
+        "introspection_endpoint_auth_methods_supported": methods,
+        "authorization_response_iss_parameter_supported": True,
+        "require_pushed_authorization_requests": False,
+    }
+
+
+def add_routes(app: web.Application, *, server: ServerGetter) -> None:
+    async def well_known(_request: web.Request) -> web.Response:
+        return web.json_response(metadata(server()), headers={"Cache-Control": "max-age=300"})
+
+    async def jwks(_request: web.Request) -> web.Response:
+        return web.json_response(server().keys.jwks(), headers={"Cache-Control": "max-age=300"})
+
+    async def token(request: web.Request) -> web.Response:
+        oauth = server()
+        req = await _read(request)
+        return _respond(await oauth.run(lambda: oauth.create_token_response(req)))
+
+    def endpoint(name: str) -> Callable[[web.Request], Any]:
+        async def handle(request: web.Request) -> web.Response:
+            oauth = server()
+            req = await _read(request)
+            return _respond(await oauth.run(lambda: oauth.create_endpoint_response(name, req)))
+
+        return handle
+
+    app.router.add_get("/.well-known/oauth-authorization-server", well_known)
+    app.router.add_get("/oauth/jwks", jwks)
+    app.router.add_post("/oauth/token", token)
+    app.router.add_post("/oauth/revoke", endpoint("revocation"))
+    app.router.add_post("/oauth/introspect", endpoint("introspection"))
+
+
+async def _read(request: web.Request) -> Any:
+    if request.method == "POST" and request.content_type != "application/x-www-form-urlencoded":
+        raise web.HTTPBadRequest(
+            text=json.dumps(
+                {
+                    "error": "invalid_request",
+                    "error_description": "send application/x-www-form-urlencoded",
+                }
+            ),
+            content_type="application/json",
+        )
+    form: MultiMapping[Any] = await request.post() if request.method == "POST" else MultiDict()
+    data: dict[str, str] = {}
+    sources: tuple[MultiMapping[Any], ...] = (request.query, form)
+    for source in sources:
+        for key in source:
+            values = source.getall(key)
+            if len(values) > 1 or key in data:
+                data[key] = "\x00repeated"  # RFC 6749 §3.1: parameters must not repeat
+            else:
+                data[key] = str(values[0])
+    repeated = [k for k, v in data.items() if v == "\x00repeated"]
+    if repeated:
+        raise web.HTTPBadRequest(
+            text=json.dumps(
+                {"error": "invalid_request", "error_description": f"repeated {repeated[0]}"}
+            ),
+            content_type="application/json",
+        )
+    headers = {k: v for k, v in request.headers.items()}
+    return oauth_request(request.method, str(request.url), headers, data)
+
+
+def _respond(response: OAuthResponse) -> web.Response:
+    headers = dict(response.headers)
+    body = response.body
+    if response.status in (301, 302, 303):
+        return web.Response(status=response.status, headers=headers)
+    text = body if isinstance(body, str) else json.dumps(body)
+    headers.pop("Content-Type", None)
+    return web.Response(
+        status=response.status, text=text, content_type="application/json", headers=headers
+    )
+
+
+async def require_token(
+    request: web.Request,
+    server: BrokerAuthorizationServer,
+    *,
+    api: str,
+    scopes: Iterable[str] = (),
+) -> TokenContext:
+    """The caller's verified token, if its kind may call ``api``; RFC 6750 errors otherwise."""
+    audience, kinds = API_ACCESS[api]
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _challenge(TokenRefused("a bearer access token is required"), error=None)
+    try:
+        claims = jose.verify_access_token(
+            token.strip(),
+            server.keys,
+            issuer=server.issuer,
+            audience=audience,
+            now=server.clock.now(),
+        )
+    except BrokerError as exc:
+        raise _challenge(TokenRefused(exc.detail), error="invalid_token") from exc
+    try:
+        kind = TokenKind(claims.get("token_kind", ""))
+    except ValueError:
+        kind = None
+    if kind not in kinds:
+        raise _challenge(
+            TokenRefused("this kind of token may not call this API"), error="invalid_token"
+        )
+    assert kind is not None
+    active = await server.run(lambda: _active(claims))
+    if not active:
+        raise _challenge(
+            TokenRefused("the token was revoked or its grant has ended"), error="invalid_token"
+        )
+    granted = frozenset(str(claims.get("scope", "")).split())
+    missing = sorted(set(scopes) - granted)
+    if missing:
+        raise _challenge(
+            InsufficientScope(f"the token lacks the scope {missing[0]}"),
+            error="insufficient_scope",
+            scope=" ".join(sorted(set(scopes))),
+        )
+    return TokenContext(
+        kind=kind,
+        client_id=str(claims["client_id"]),
+        subject=str(claims["sub"]),
+        recipient_id=claims.get("recipient"),
+        grant_ids=tuple(claims.get("grants") or ()),
+        scopes=granted,
+        claims=claims,
+    )
+
+
+def _active(claims: dict[str, Any]) -> bool:
+    from broker.oauth.server import _context
+
+    return token_still_active(_context().session, claims)
+
+
+def _challenge(
+    problem: BrokerError, *, error: str | None, scope: str | None = None
+) -> web.HTTPException:
+    """An RFC 6750 refusal: problem details in the body, the challenge in the header."""
+    parts = ['Bearer realm="vehicle-data-broker"']
+    if error is not None:
+        parts.append(f'error="{error}"')
+        parts.append(f'error_description="{problem.detail}"')
+    if scope is not None:
+        parts.append(f'scope="{scope}"')
+    headers = {"WWW-Authenticate": ", ".join(parts)}
+    exception = web.HTTPForbidden if problem.status == 403 else web.HTTPUnauthorized
+    return exception(
+        text=json.dumps(problem.problem()),
+        content_type="application/problem+json",
+        headers=headers,
+    )
