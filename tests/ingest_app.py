@@ -37,7 +37,12 @@ class App:
 
 
 async def start_app(
-    database_url: str, tmp_path: Path, aiohttp_client: object, **overrides: object
+    database_url: str,
+    tmp_path: Path,
+    aiohttp_client: object,
+    *,
+    port: int | None = None,
+    **overrides: object,
 ) -> App:
     settings = replace(
         Settings(),
@@ -47,11 +52,14 @@ async def start_app(
         oauth_keys_dir=tmp_path / "oauth-keys",
         max_ingest_bytes=2 * 1024 * 1024,
     )
+    if port is not None:
+        settings = replace(settings, public_url=f"http://127.0.0.1:{port}")
     settings = replace(settings, **overrides)  # type: ignore[arg-type]
     clock = ManualClock(NOW)
     web_app = create_web_app(settings, clock=clock)
     assert callable(aiohttp_client)
-    client = await aiohttp_client(web_app)
+    server_kwargs = {"port": port} if port is not None else {}
+    client = await aiohttp_client(web_app, server_kwargs=server_kwargs)
     broker = web_app[RUNTIME].require()
     seed = read_seed(broker.documents, ROOT / "examples" / "demo-seed.json")
     broker.database.run_sync(
@@ -60,3 +68,11 @@ async def start_app(
     app = App(client, broker, clock)
     app.backend = await app.token("broker-backend", "demo-secret-broker-backend", "ingest")
     return app
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
