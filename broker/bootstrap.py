@@ -45,6 +45,8 @@ from broker.store.database import Database
 from broker.store.migrate import check_known, head_revision, upgrade
 from broker.transfer.adequacy import AdequacyTable
 from broker.vault.vault import Vault
+from broker.web.consent import add_consent_routes
+from broker.web.routes import add_web_routes
 from connectors.mqtt_ingest import MqttSettings, start_mqtt_ingest
 
 log = logging.getLogger(__name__)
@@ -181,6 +183,8 @@ def create_web_app(settings: Settings, *, clock: Clock | None = None) -> web.App
     )
     oauth_routes.add_routes(app, server=lambda: runtime.require().oauth)
     api_routes.add_routes(app, runtime=lambda: runtime.require())
+    add_web_routes(app, runtime_getter=lambda: runtime.require())
+    add_consent_routes(app, runtime=lambda: runtime.require())
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         runtime.broker = await asyncio.to_thread(open_broker, settings, clock=clock)

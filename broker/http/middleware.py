@@ -38,6 +38,9 @@ HTML_CSP = (
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
 HSTS = "max-age=63072000; includeSubDomains"
+#: Extra origins a page's forms may submit to, or be redirected to after a submission
+#: (the consent page's answer redirects to the client's registered redirect URI).
+FORM_ACTION_ORIGINS = web.RequestKey("form_action_origins", tuple)
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _FIXED_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -122,7 +125,11 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
     """``on_response_prepare`` hook: security headers and the request id on every response."""
     headers = response.headers
     html = response.content_type in _HTML_TYPES
-    headers["Content-Security-Policy"] = HTML_CSP if html else API_CSP
+    policy = HTML_CSP if html else API_CSP
+    extra = request.get(FORM_ACTION_ORIGINS, ())
+    if html and extra:
+        policy = policy.replace("form-action 'self'", " ".join(("form-action 'self'", *extra)))
+    headers["Content-Security-Policy"] = policy
     headers.update(_FIXED_HEADERS)
     headers.setdefault("Cache-Control", "no-store")
     if request.secure:

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, TypeVar
 
 from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Request
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc6749.grants import (
     AuthorizationCodeGrant,
     ClientCredentialsGrant,
@@ -192,6 +193,32 @@ def _form(request: OAuth2Request) -> dict[str, str]:
     return form
 
 
+class StrictPkce(CodeChallenge):  # type: ignore[misc]
+    """RFC 7636 for every client, confidential ones too, and ``S256`` only (RFC 9700 §2.1.1)."""
+
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+    SUPPORTED_CODE_CHALLENGE_METHOD: ClassVar[list[str]] = ["S256"]
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError("PKCE is required: send a code_challenge (S256)")
+        if data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("code_challenge_method must be S256")
+        super().validate_code_challenge(grant, redirect_uri)
+
+    def validate_code_verifier(self, grant: Any, result: Any) -> None:
+        if not grant.request.form.get("code_verifier"):
+            raise InvalidRequestError("Missing 'code_verifier'")
+        super().validate_code_verifier(grant, result)
+
+    def get_authorization_code_challenge(self, authorization_code: StoredCode) -> str:
+        return authorization_code.code_challenge
+
+    def get_authorization_code_challenge_method(self, authorization_code: StoredCode) -> str:
+        return authorization_code.code_challenge_method
+
+
 class _Issuer(IssuerParameter):  # type: ignore[misc]
     def __init__(self, issuer: str) -> None:
         self._issuer = issuer
@@ -220,7 +247,7 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.token_endpoint = f"{issuer}/oauth/token"
         self.register_token_generator("default", self._generate_token)
         self.register_client_auth_method("private_key_jwt", self._private_key_jwt)
-        self.register_grant(BrokerCodeGrant, [CodeChallenge(required=True)])
+        self.register_grant(BrokerCodeGrant, [StrictPkce(required=True)])
         self.register_grant(BrokerClientCredentialsGrant)
         self.register_grant(BrokerRefreshTokenGrant)
         self.register_extension(_Issuer(issuer))
@@ -242,6 +269,10 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                 return work()
 
         return await self.database.write(in_transaction)
+
+    def session(self) -> Session:
+        """The session of the transaction the current call runs in."""
+        return _context().session
 
     @contextmanager
     def _bound(self, session: Session) -> Iterator[None]:

@@ -159,3 +159,14 @@ def holders(session: Session, vin: str) -> set[tuple[str, str]]:
         .where(VehiclePartyRow.vin == vin)
     ).all()
     return {(customer_id, login) for customer_id, login in rows}
+
+
+def current_vehicles(session: Session, customer_id: str) -> list[tuple[str, str | None]]:
+    """(VIN, model) of the vehicles the customer owns or drives now."""
+    rows = session.exec(
+        select(VehicleRow.vin, VehicleRow.model)
+        .join(VehiclePartyRow, col(VehiclePartyRow.vin) == col(VehicleRow.vin))
+        .where(VehiclePartyRow.customer_id == customer_id, col(VehiclePartyRow.until).is_(None))
+        .order_by(col(VehicleRow.vin))
+    ).all()
+    return [(vin, model) for vin, model in dict.fromkeys(rows)]

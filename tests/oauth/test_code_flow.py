@@ -1,0 +1,262 @@
+"""The authorization code flow end to end: a browser logs in and consents, authlib's client
+gets, refreshes, introspects and revokes the tokens. Real HTTP on localhost."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from aiohttp import CookieJar
+from aiohttp.test_utils import TestClient, TestServer
+from authlib.integrations.base_client.errors import OAuthError
+from authlib.integrations.httpx_client import AsyncOAuth2Client
+from ingest_app import free_port
+from worlds import COOPER, NOW, ROOT
+
+from broker.bootstrap import RUNTIME, Broker, create_web_app
+from broker.clock import ManualClock
+from broker.services.seed import apply_seed, read_seed
+from broker.settings import Settings
+
+REDIRECT = "http://localhost:9001/callback"
+SCOPE = "vehicle.status:read vehicle.position:read"
+
+
+@dataclass
+class Site:
+    server: TestServer
+    browser: TestClient  # type: ignore[type-arg]
+    broker: Broker
+    clock: ManualClock
+
+    @property
+    def base(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+async def site(database_url: str, tmp_path: Path, aiohttp_server: Any, aiohttp_client: Any) -> Site:
+    port = free_port()
+    settings = replace(
+        Settings(),
+        database_url=database_url,
+        public_url=f"http://127.0.0.1:{port}",
+        master_key_file=tmp_path / "master.key",
+        audit_key_file=tmp_path / "audit.key",
+        oauth_keys_dir=tmp_path / "oauth-keys",
+    )
+    clock = ManualClock(NOW)
+    app = create_web_app(settings, clock=clock)
+    server = await aiohttp_server(app, port=port)
+    broker = app[RUNTIME].require()
+    seed = read_seed(broker.documents, ROOT / "examples" / "demo-seed.json")
+    broker.database.run_sync(
+        lambda s: apply_seed(s, seed, broker.grants, vault=broker.vault, now=NOW), write=True
+    )
+    jar = CookieJar(unsafe=True, treat_as_secure_origin=server.make_url("/"))
+    browser = await aiohttp_client(server, cookie_jar=jar)
+    return Site(server, browser, broker, clock)
+
+
+def relative(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}" if parts.query else parts.path
+
+
+def hidden_fields(html: str) -> dict[str, str]:
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', html))
+
+
+async def log_in(site: Site, login: str = "anna", password: str = "demo-password-anna") -> None:
+    page = await site.browser.get("/login", allow_redirects=False)
+    token = hidden_fields(await page.text())["csrf_token"]
+    response = await site.browser.post(
+        "/login",
+        data={"csrf_token": token, "login": login, "password": password},
+        allow_redirects=False,
+    )
+    assert response.status == 303, await response.text()
+
+
+def oauth_client(**kwargs: Any) -> AsyncOAuth2Client:
+    return AsyncOAuth2Client(
+        "insurer-demo",
+        "demo-secret-insurer-demo",
+        redirect_uri=REDIRECT,
+        scope=SCOPE,
+        code_challenge_method="S256",
+        token_endpoint_auth_method="client_secret_basic",
+        **kwargs,
+    )
+
+
+async def consent(site: Site, url: str, decision: str = "approve", **choices: str) -> str:
+    """Open the authorization URL in the browser, answer the consent page; the redirect."""
+    page = await site.browser.get(relative(url), allow_redirects=False)
+    assert page.status == 200, await page.text()
+    html = await page.text()
+    assert "Prinsengracht" not in html  # the consent page shows no contact data
+    form = hidden_fields(html) | {"decision": decision, "vehicle": COOPER} | choices
+    form.setdefault("category", "vehicle.position")
+    answer = await site.browser.post("/oauth/authorize", data=form, allow_redirects=False)
+    assert answer.status == 302, await answer.text()
+    return answer.headers["Location"]
+
+
+async def test_the_code_flow_with_authlibs_client(site: Site) -> None:
+    meta = await (await site.browser.get("/.well-known/oauth-authorization-server")).json()
+    await log_in(site)
+    verifier = secrets.token_urlsafe(48)
+    async with oauth_client() as client:
+        url, state = client.create_authorization_url(
+            meta["authorization_endpoint"], code_verifier=verifier
+        )
+        page = await site.browser.get(relative(url), allow_redirects=False)
+        html = await page.text()
+        # A browser may follow the answer's redirect to the client, and nowhere else.
+        policy = page.headers["Content-Security-Policy"]
+        assert "form-action 'self' http://localhost:9001;" in policy
+        # The consent page, in anna's language, names what she agrees to.
+        assert "Gegevens delen met" in html
+        for fact in ("Polder", "6(1)(a)", "NL"):
+            assert fact in html, fact
+        location = await consent(site, url, precision="coarse")
+        query = parse_qs(urlsplit(location).query)
+        assert location.startswith(REDIRECT)
+        assert query["state"] == [state]
+        assert query["iss"] == [meta["issuer"]]  # RFC 9207
+        token = await client.fetch_token(
+            meta["token_endpoint"], authorization_response=location, code_verifier=verifier
+        )
+        assert token["refresh_token"] and token["token_type"].lower() == "bearer"
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        grants = (await (await site.browser.get("/v1/recipient/grants", headers=headers)).json())[
+            "grants"
+        ]
+        assert len(grants) == 1 and grants[0]["grant"] != "gr-anna-insurer"  # the new grant only
+        assert {"vehicle.status", "vehicle.position"} <= set(grants[0]["categories"])
+        assert "vehicle.position:read" in token["scope"].split()
+
+        # Refresh rotates; the old refresh token is then dead, and reusing it kills the family.
+        refreshed = await client.refresh_token(
+            meta["token_endpoint"], refresh_token=token["refresh_token"]
+        )
+        assert refreshed["refresh_token"] != token["refresh_token"]
+        with pytest.raises(OAuthError, match="invalid_grant"):
+            await client.refresh_token(meta["token_endpoint"], refresh_token=token["refresh_token"])
+        with pytest.raises(OAuthError, match="invalid_grant"):
+            await client.refresh_token(
+                meta["token_endpoint"], refresh_token=refreshed["refresh_token"]
+            )
+        revoked = await site.browser.get(
+            "/v1/recipient/grants",
+            headers={"Authorization": f"Bearer {refreshed['access_token']}"},
+        )
+        assert revoked.status == 401  # the family's access tokens died with it
+
+
+async def test_declining_creates_nothing(site: Site) -> None:
+    from broker.store import grants as grant_store
+
+    await log_in(site)
+    before = site.broker.database.run_sync(lambda s: grant_store.for_vehicle(s, COOPER))
+    async with oauth_client() as client:
+        url, state = client.create_authorization_url(
+            f"{site.base}/oauth/authorize", code_verifier=secrets.token_urlsafe(48)
+        )
+        location = await consent(site, url, decision="decline")
+    query = parse_qs(urlsplit(location).query)
+    assert query["error"] == ["access_denied"] and query["state"] == [state]
+    after = site.broker.database.run_sync(lambda s: grant_store.for_vehicle(s, COOPER))
+    assert [g.id for g in after] == [g.id for g in before]
+
+
+def challenge(verifier: str) -> str:
+    return (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
+
+
+async def authorize_url(site: Site, **overrides: str) -> str:
+    params = {
+        "response_type": "code",
+        "client_id": "insurer-demo",
+        "redirect_uri": REDIRECT,
+        "scope": SCOPE,
+        "state": "s1",
+        "code_challenge": challenge("v" * 50),
+        "code_challenge_method": "S256",
+    } | overrides
+    params = {k: v for k, v in params.items() if v != ""}
+    from urllib.parse import urlencode
+
+    return f"/oauth/authorize?{urlencode(params)}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"code_challenge": "", "code_challenge_method": ""}, "invalid_request"),  # no PKCE
+        ({"code_challenge_method": "plain"}, "invalid_request"),
+        ({"code_challenge_method": ""}, "invalid_request"),  # the default would be plain
+    ],
+)
+async def test_pkce_is_required_and_s256_only(
+    site: Site, overrides: dict[str, str], error: str
+) -> None:
+    await log_in(site)
+    response = await site.browser.get(await authorize_url(site, **overrides), allow_redirects=False)
+    assert response.status == 302
+    query = parse_qs(urlsplit(response.headers["Location"]).query)
+    assert query["error"] == [error] and query["state"] == ["s1"]
+
+
+async def test_a_redirect_uri_mismatch_is_never_followed(site: Site) -> None:
+    await log_in(site)
+    for uri in ("http://localhost:9001/callback/evil", "https://evil.example/callback"):
+        response = await site.browser.get(
+            await authorize_url(site, redirect_uri=uri), allow_redirects=False
+        )
+        assert response.status == 400
+        assert "Location" not in response.headers
+
+
+async def code_for(site: Site, verifier: str) -> str:
+    await log_in(site)
+    url = await authorize_url(site, code_challenge=challenge(verifier))
+    location = await consent(site, url)
+    return parse_qs(urlsplit(location).query)["code"][0]
+
+
+async def exchange(site: Site, code: str, verifier: str | None) -> tuple[int, dict[str, Any]]:
+    basic = base64.b64encode(b"insurer-demo:demo-secret-insurer-demo").decode()
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}
+    if verifier is not None:
+        form["code_verifier"] = verifier
+    response = await site.browser.post(
+        "/oauth/token", data=form, headers={"Authorization": f"Basic {basic}"}
+    )
+    return response.status, await response.json()
+
+
+async def test_a_code_works_once_within_60_seconds_and_with_its_verifier(site: Site) -> None:
+    from datetime import timedelta
+
+    verifier = secrets.token_urlsafe(48)
+    code = await code_for(site, verifier)
+    assert (await exchange(site, code, None))[1]["error"] == "invalid_request"  # no verifier
+    assert (await exchange(site, code, "x" * 50))[1]["error"] == "invalid_grant"  # mismatched
+    status, body = await exchange(site, code, verifier)
+    assert status == 200, body
+    status, body = await exchange(site, code, verifier)
+    assert body["error"] == "invalid_grant"  # reuse
+    late = await code_for(site, verifier)
+    site.clock.advance(timedelta(seconds=61))
+    assert (await exchange(site, late, verifier))[1]["error"] == "invalid_grant"  # expired
