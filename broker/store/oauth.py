@@ -137,5 +137,6 @@ def remember_jti(session: Session, kind: str, jti: str, expires_at: datetime) ->
     values = {"kind": kind, "jti": jti[:256], "expires_at": expires_at}
     table = SeenJtiRow.__table__  # type: ignore[attr-defined]
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    result = session.execute(insert(table).values(**values).on_conflict_do_nothing())
-    return bool(getattr(result, "rowcount", 0))
+    statement = insert(table).values(**values).on_conflict_do_nothing().returning(table.c.jti)
+    # RETURNING, not rowcount: PostgreSQL's driver reports a row for an ignored insert.
+    return session.execute(statement).first() is not None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -36,3 +39,10 @@ def rsa_key() -> rsa.RSAPrivateKey:
 @pytest.fixture(scope="session")
 def ed_key() -> ed25519.Ed25519PrivateKey:
     return ed25519.Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+async def site(database_url: str, tmp_path: Path, aiohttp_server: Any, aiohttp_client: Any) -> Any:
+    from oauth_site import make_site
+
+    return await make_site(database_url, tmp_path, aiohttp_server, aiohttp_client)
