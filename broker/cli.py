@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("purge", help="erase everything whose retention has passed")
 
+    oauth = commands.add_parser("oauth", help="the authorization server")
+    oauth_commands = oauth.add_subparsers(dest="oauth_command", required=True, parser_class=_Parser)
+    oauth_commands.add_parser(
+        "rotate-key", help="make a new token signing key current (old keys stay in the JWKS)"
+    )
+
     audit = commands.add_parser("audit", help="the tamper-evident audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
     audit_commands.add_parser("verify", help="verify every entry and signed checkpoint")
@@ -149,6 +155,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return run_demo(demo_settings, serve_after=not args.no_serve)
     if args.command == "contracts" and args.contracts_command == "validate":
         return _validate_contracts(settings, args.files)
+    if args.command == "oauth" and args.oauth_command == "rotate-key":
+        from broker.oauth.keys import rotate
+
+        kid = rotate(settings.oauth_keys_dir)
+        print(f"new signing key {kid} is current from the next start; older keys stay published")
+        return EXIT_OK
     if args.command == "bench" and args.bench_command == "ingest":
         from broker.bench import bench_ingest
         from broker.demo import demo_seed_path

@@ -89,6 +89,10 @@ def _explain(settings: Settings, seed_path: Path, done: dict[str, Any]) -> str:
     lines += [
         "",
         "Explore:",
+        f"  {base}/login                                    (log in as a demo customer)",
+        f"  curl {base}/.well-known/oauth-authorization-server",
+        f"  curl -u insurer-demo:demo-secret-insurer-demo -d grant_type=client_credentials "
+        f"{base}/oauth/token",
         f"  curl {base}/healthz",
         f"  curl {base}/readyz",
         f"  .venv/bin/python examples/vehicle_simulator.py --http {base}   # more drives",

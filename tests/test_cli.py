@@ -280,3 +280,21 @@ def test_loading_contract_amendments_says_whether_they_widen_or_narrow(
     conflict = run("contracts", "load", paths[0], database_url=database_url)
     assert conflict.returncode == 1
     assert "already loaded with other content" in conflict.stderr
+
+
+def test_rotating_the_signing_key_keeps_the_old_one_published(tmp_path: Path) -> None:
+    from broker.oauth.keys import SigningKeys
+
+    env_dir = tmp_path / "oauth-keys"
+    first = SigningKeys.load(env_dir)
+    previous = dict(KEYS)
+    KEYS["BROKER_OAUTH_KEYS_DIR"] = str(env_dir)
+    try:
+        result = run("oauth", "rotate-key")
+    finally:
+        KEYS.clear()
+        KEYS.update(previous)
+    assert result.returncode == 0, result.stderr
+    rotated = SigningKeys.load(env_dir)
+    assert rotated.current_kid != first.current_kid
+    assert first.current_kid in {k["kid"] for k in rotated.jwks()["keys"]}

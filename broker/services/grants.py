@@ -80,7 +80,8 @@ class GrantService:
             ],
         )
         was_open = before is None or not before.state.terminal
-        if after.state.terminal and was_open and after.active_periods():
+        ever_active = any(e.to_state is GrantState.ACTIVE for e in after.history)
+        if after.state.terminal and was_open and ever_active:
             last = after.history[-1]
             previous = before.state if before else GrantState.PENDING
             self.listeners.run(session, GrantEnded(after, previous, last.at, last.reason))

@@ -100,6 +100,7 @@ async def test_a_partly_covered_request_releases_exactly_the_covered_part(world:
 
 async def test_a_revoked_grant_releases_nothing_and_says_why(world: World) -> None:
     world.drive(COOPER, NOW - HOUR, 5)
+    world.ended.clear()  # what ended while the seed loaded
     world.db.run_sync(
         lambda s: world.grants.transition(
             s, "gr-anna-insurer", GrantAction.WITHDRAW, at=NOW, reason="customer withdrew"
@@ -115,7 +116,9 @@ async def test_a_revoked_grant_releases_nothing_and_says_why(world: World) -> No
     assert entry.payload_digest == ""
     # The listeners ran with the revocation, and the recipient got its notice.
     assert [e.grant.id for e in world.ended] == ["gr-anna-insurer"]
-    notices = world.db.run_sync(lambda s: s.exec(select(NoticeRow)).all())
+    notices = world.db.run_sync(
+        lambda s: s.exec(select(NoticeRow).where(NoticeRow.recipient_id == "rcp-insurer")).all()
+    )
     assert [(n.recipient_id, n.grant_id, n.vehicle_ref) for n in notices] == [
         ("rcp-insurer", "gr-anna-insurer", COOPER)
     ]

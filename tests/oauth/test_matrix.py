@@ -166,3 +166,33 @@ async def test_private_key_jwt_client_authentication(site: Site) -> None:
     status, body = await ask(forged)
     assert (status, body["error"]) == (401, "invalid_client")
     assert relative(token_endpoint) == "/oauth/token"
+
+
+async def test_withdrawing_the_grant_kills_the_customer_bound_tokens(site: Site) -> None:
+    from broker.domain.grants import GrantAction
+
+    await log_in(site)
+    token = await code_flow(site, "insurer-demo", REDIRECT, SCOPE, "demo-secret-insurer-demo")
+    claims = jwt.decode(token["access_token"], options={"verify_signature": False})
+    [grant_id] = claims["grants"]
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    assert (await site.browser.get("/v1/recipient/grants", headers=headers)).status == 200
+    site.broker.database.run_sync(
+        lambda s: site.broker.grants.transition(
+            s, grant_id, GrantAction.WITHDRAW, at=site.clock.now(), reason="withdrawn"
+        ),
+        write=True,
+    )
+    assert (await site.browser.get("/v1/recipient/grants", headers=headers)).status == 401
+    basic = base64.b64encode(b"insurer-demo:demo-secret-insurer-demo").decode()
+    for value in (token["access_token"], token["refresh_token"]):
+        response = await site.browser.post(
+            "/oauth/introspect", data={"token": value}, headers={"Authorization": f"Basic {basic}"}
+        )
+        assert await response.json() == {"active": False}
+    refresh = await site.browser.post(
+        "/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"]},
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert (await refresh.json())["error"] == "invalid_grant"
