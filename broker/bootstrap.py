@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -39,7 +38,6 @@ from broker.oauth.scopes import supported_scopes
 from broker.oauth.server import BrokerAuthorizationServer
 from broker.protection.keys import generate_master_key, load_master_key
 from broker.services.grants import GrantService
-from broker.services.retention import parse_overrides, purge
 from broker.settings import Settings
 from broker.store.database import Database
 from broker.store.migrate import check_known, head_revision, upgrade
@@ -229,29 +227,23 @@ def _mqtt_ingest(
 def _periodic_purge(
     runtime: Runtime,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """Run the retention purge every ``BROKER_PURGE_INTERVAL`` seconds while serving."""
+    """Housekeeping (retention purge, session clean-up, audit checkpoint) every
+    ``BROKER_PURGE_INTERVAL`` seconds while serving."""
 
     async def loop() -> None:
+        from broker.maintenance import housekeeping  # it imports this module: import late
+
         while True:
             broker = runtime.require()
             await asyncio.sleep(broker.settings.purge_interval_seconds)
             try:
-                overrides = parse_overrides(
-                    broker.settings.retention_overrides, broker.documents.catalogue
-                )
-                work = functools.partial(
-                    purge,
-                    now=broker.clock.now(),
-                    catalogue=broker.documents.catalogue,
-                    overrides=overrides,
-                )
-                report = await broker.database.write(work)
-                log.info("retention purge", extra={"purged": report.as_dict()})
+                done = await asyncio.to_thread(housekeeping, broker)
+                log.info("housekeeping", extra={"done": done})
             except Exception:
-                log.exception("retention purge failed; retrying at the next interval")
+                log.exception("housekeeping failed; retrying at the next interval")
 
     async def context(_app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(loop(), name="retention-purge")
+        task = asyncio.create_task(loop(), name="housekeeping")
         try:
             yield
         finally:

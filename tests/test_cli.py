@@ -180,6 +180,7 @@ def test_serve_answers_health_and_readiness(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
     env.update(KEYS)
     env["BROKER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'serve.sqlite3'}"
+    env["BROKER_PURGE_INTERVAL"] = "1"
     log_path = tmp_path / "serve.log"
     with (
         log_path.open("w") as log,
@@ -203,12 +204,19 @@ def test_serve_answers_health_and_readiness(tmp_path: Path) -> None:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
                 assert json.loads(r.read())["version"] == __version__
                 assert r.headers["X-Content-Type-Options"] == "nosniff"
+            # Housekeeping runs every BROKER_PURGE_INTERVAL seconds while serving.
+            for _ in range(100):
+                if '"housekeeping"' in log_path.read_text():
+                    break
+                time.sleep(0.1)
         finally:
             process.terminate()
             process.wait(timeout=20)
     # Logs are JSON lines and name no personal data.
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
     assert any(line.get("msg") == "broker listening" for line in lines)
+    done = [line["done"] for line in lines if line.get("msg") == "housekeeping"]
+    assert done and done[0]["audit_checkpoint"]["size"] >= 0
 
 
 def test_audit_checkpoint_and_verify_detect_tampering(database_url: str) -> None:
