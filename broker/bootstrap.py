@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -181,7 +182,9 @@ def create_web_app(settings: Settings, *, clock: Clock | None = None) -> web.App
     )
     oauth_routes.add_routes(app, server=lambda: runtime.require().oauth)
     api_routes.add_routes(app, runtime=lambda: runtime.require())
-    add_web_routes(app, runtime_getter=lambda: runtime.require())
+    # One CSRF key for every process of this broker: derived from the master key.
+    csrf_key = hmac.new(master_key(settings), b"vehicle-data-broker/csrf/v1", "sha256").digest()
+    add_web_routes(app, runtime_getter=lambda: runtime.require(), csrf_key=csrf_key)
     add_consent_routes(app, runtime=lambda: runtime.require())
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
