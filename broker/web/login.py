@@ -27,13 +27,11 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-import sqlalchemy as sa
 from aiohttp import web
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, select
 
 from broker.credentials import hash_password, verify_password
-from broker.store.tables import CustomerRow, LoginThrottleRow
+from broker.store import login_throttle as throttle_store
+from broker.store.tables import CustomerRow
 from broker.web import PageError, web_context
 from broker.web.csrf import (
     FormFields,
@@ -102,61 +100,29 @@ def lock_period(failures: int) -> timedelta:
     return min(FIRST_LOCK * (1 << doublings), LONGEST_LOCK)
 
 
-def reserve_attempt(db: Session, key: str, now: datetime) -> datetime | None:
+def reserve_attempt(db: Any, key: str, now: datetime) -> datetime | None:
     """Count an attempt for ``key`` before its password is checked.
 
     Returns the end of the lock if the name is locked (the attempt is not
     counted then), else None: the attempt may go ahead.
     """
-    _insert_if_missing(db, key, now)
-    row = db.exec(
-        select(LoginThrottleRow).where(LoginThrottleRow.key_hash == key).with_for_update()
-    ).one()
-    if row.locked_until is not None and now < row.locked_until:
-        return row.locked_until
-    if now - row.last_failure_at >= FAILURE_MEMORY:
-        row.failures = 0
-    row.failures += 1
-    row.last_failure_at = now
-    row.locked_until = now + lock_period(row.failures) if row.failures >= MAX_FAILURES else None
-    db.add(row)
-    return None
-
-
-def clear_failures(db: Session, key: str) -> None:
-    """A successful login: the name's failures are forgotten."""
-    db.execute(sa.delete(LoginThrottleRow).where(LoginThrottleRow.key_hash == key))  # type: ignore[arg-type]
-
-
-def forget_stale_failures(db: Session, now: datetime) -> int:
-    """Delete counts with no failure for a day and no lock running (a periodic clean-up)."""
-    result = db.execute(
-        sa.delete(LoginThrottleRow).where(
-            LoginThrottleRow.last_failure_at <= now - FAILURE_MEMORY,  # type: ignore[arg-type]
-            sa.or_(
-                LoginThrottleRow.locked_until.is_(None),  # type: ignore[union-attr]
-                LoginThrottleRow.locked_until <= now,  # type: ignore[arg-type,operator]
-            ),
-        )
+    return throttle_store.reserve_attempt(
+        db, key, now, lock_period=lock_period, max_failures=MAX_FAILURES, memory=FAILURE_MEMORY
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def _insert_if_missing(db: Session, key: str, now: datetime) -> None:
-    values = {"key_hash": key, "failures": 0, "last_failure_at": now, "locked_until": None}
-    dialect = db.get_bind().dialect.name
-    statement: Any
-    if dialect == "postgresql":
-        statement = postgresql.insert(LoginThrottleRow).values(**values).on_conflict_do_nothing()
-    else:
-        statement = sqlite.insert(LoginThrottleRow).values(**values).on_conflict_do_nothing()
-    db.execute(statement)
+def clear_failures(db: Any, key: str) -> None:
+    """A successful login: the name's failures are forgotten."""
+    throttle_store.clear_failures(db, key)
 
 
-def find_customer(db: Session, login: str) -> CustomerRow | None:
-    if not login or len(login) > MAX_LOGIN_LENGTH:
-        return None
-    return db.exec(select(CustomerRow).where(CustomerRow.login == login)).first()
+def forget_stale_failures(db: Any, now: datetime) -> int:
+    """Delete counts with no failure for a day and no lock running (a periodic clean-up)."""
+    return throttle_store.forget_stale_failures(db, now, memory=FAILURE_MEMORY)
+
+
+def find_customer(db: Any, login: str) -> CustomerRow | None:
+    return throttle_store.find_customer(db, login, max_length=MAX_LOGIN_LENGTH)
 
 
 @functools.cache

@@ -17,22 +17,21 @@ https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.ht
 
 from __future__ import annotations
 
-import hashlib
 import re
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
-import sqlalchemy as sa
 from aiohttp import web
-from sqlmodel import Session
 from yarl import URL
 
 from broker.domain.parties import Customer
-from broker.store.tables import CustomerRow, CustomerSessionRow
+from broker.store import web_sessions as session_store
+from broker.store.web_sessions import CustomerSession, hash_session_id
+
+__all__ = ["CustomerSession", "hash_session_id"]  # re-exported: the pages' view of a session
 from broker.web import web_context
-from broker.web.i18n import DEFAULT_LANGUAGE, as_language
 
 SESSION_COOKIE = "__Host-broker_session"
 ABSOLUTE_LIFETIME = timedelta(hours=8)
@@ -44,15 +43,6 @@ _MAX_NEXT = 2048
 
 
 @dataclass(frozen=True)
-class CustomerSession:
-    """A live session: who is logged in, and the CSRF token of their forms."""
-
-    customer: Customer
-    csrf_token: str
-    id_hash: str
-
-
-@dataclass(frozen=True)
 class _Lookup:
     session: CustomerSession | None
 
@@ -60,67 +50,26 @@ class _Lookup:
 _LOOKUP = web.RequestKey("customer_session_lookup", _Lookup)
 
 
-def hash_session_id(value: str) -> str:
-    """The stored form of a session cookie value."""
-    return hashlib.sha256(value.encode()).hexdigest()
+# -- store work (run off the event loop; the store holds the SQL) --
 
 
-# -- store work (plain functions on a database session, run off the event loop) --
-
-
-def create_session(db: Session, customer_id: str, now: datetime) -> tuple[str, CustomerSession]:
+def create_session(db: Any, customer_id: str, now: datetime) -> tuple[str, CustomerSession]:
     """A new session for ``customer_id``: the cookie value and the session."""
-    value = secrets.token_urlsafe(32)
-    row = CustomerSessionRow(
-        id_hash=hash_session_id(value),
-        customer_id=customer_id,
-        csrf_token=secrets.token_urlsafe(32),
-        created_at=now,
-        expires_at=now + ABSOLUTE_LIFETIME,
-        last_seen_at=now,
-    )
-    customer = db.get(CustomerRow, customer_id)
-    if customer is None:
-        raise LookupError("no such customer")
-    db.add(row)
-    return value, CustomerSession(_customer(customer), row.csrf_token, row.id_hash)
+    return session_store.create_session(db, customer_id, now, lifetime=ABSOLUTE_LIFETIME)
 
 
-def resume_session(db: Session, id_hash: str, now: datetime) -> CustomerSession | None:
+def resume_session(db: Any, id_hash: str, now: datetime) -> CustomerSession | None:
     """The live session with this hash, marked as seen now; an expired one is deleted."""
-    row = db.get(CustomerSessionRow, id_hash)
-    if row is None:
-        return None
-    customer = db.get(CustomerRow, row.customer_id)
-    if customer is None or now >= row.expires_at or now >= row.last_seen_at + IDLE_TIMEOUT:
-        db.delete(row)
-        return None
-    row.last_seen_at = now
-    db.add(row)
-    return CustomerSession(_customer(customer), row.csrf_token, row.id_hash)
+    return session_store.resume_session(db, id_hash, now, idle_timeout=IDLE_TIMEOUT)
 
 
-def end_session(db: Session, id_hash: str) -> None:
-    db.execute(sa.delete(CustomerSessionRow).where(CustomerSessionRow.id_hash == id_hash))  # type: ignore[arg-type]
+def end_session(db: Any, id_hash: str) -> None:
+    session_store.end_session(db, id_hash)
 
 
-def purge_expired_sessions(db: Session, now: datetime) -> int:
+def purge_expired_sessions(db: Any, now: datetime) -> int:
     """Delete sessions past either expiry (for a periodic clean-up); the number deleted."""
-    result = db.execute(
-        sa.delete(CustomerSessionRow).where(
-            sa.or_(
-                CustomerSessionRow.expires_at <= now,  # type: ignore[arg-type]
-                CustomerSessionRow.last_seen_at <= now - IDLE_TIMEOUT,  # type: ignore[arg-type]
-            )
-        )
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-def _customer(row: CustomerRow) -> Customer:
-    return Customer(
-        id=row.id, login=row.login, language=as_language(row.language) or DEFAULT_LANGUAGE
-    )
+    return session_store.purge_expired_sessions(db, now, idle_timeout=IDLE_TIMEOUT)
 
 
 # -- the request side --
@@ -173,7 +122,7 @@ async def start_session(
     old = _cookie_value(request)
     now = runtime.clock.now()
 
-    def work(db: Session) -> tuple[str, CustomerSession]:
+    def work(db: Any) -> tuple[str, CustomerSession]:
         if old is not None:
             end_session(db, hash_session_id(old))
         return create_session(db, customer_id, now)
