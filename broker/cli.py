@@ -161,35 +161,35 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         kid = rotate(settings.oauth_keys_dir)
         print(f"new signing key {kid} is current from the next start; older keys stay published")
         return EXIT_OK
-    if args.command == "bench" and args.bench_command == "ingest":
-        from broker.bench import bench_ingest
-        from broker.demo import demo_seed_path
+    if args.command == "bench":
+        return _bench(args)
+    return _with_broker(args, settings)
 
+
+def _bench(args: argparse.Namespace) -> int:
+    from broker import bench
+    from broker.demo import demo_seed_path
+
+    if args.bench_command == "ingest":
         if args.records < 1 or args.batch < 1:
             raise BadRequest("--records and --batch must be at least 1")
-        ingest_result = bench_ingest(
+        result: bench.BenchResult | bench.IngestBenchResult = bench.bench_ingest(
             records=args.records,
             batch=args.batch,
             postgres_admin_url=args.postgres,
             seed_path=demo_seed_path(),
         )
-        print("\n".join(ingest_result.lines()))
-        return EXIT_OK
-    if args.command == "bench":
-        from broker.bench import bench_gate
-        from broker.demo import demo_seed_path
-
+    else:
         if args.releases < 1 or args.concurrency < 1:
             raise BadRequest("--releases and --concurrency must be at least 1")
-        result = bench_gate(
+        result = bench.bench_gate(
             releases=args.releases,
             concurrency=args.concurrency,
             postgres_admin_url=args.postgres,
             seed_path=demo_seed_path(),
         )
-        print("\n".join(result.lines()))
-        return EXIT_OK
-    return _with_broker(args, settings)
+    print("\n".join(result.lines()))
+    return EXIT_OK
 
 
 def _validate_contracts(settings: Settings, files: list[Path]) -> int:

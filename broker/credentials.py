@@ -25,10 +25,6 @@ def verify_password(password_hash: str, password: str) -> bool:
         return False
 
 
-def is_password_hash(value: str) -> bool:
-    return value.startswith("$argon2id$")
-
-
 def digest_client_secret(secret: str) -> str:
     """A digest of a high-entropy client secret (never a password)."""
     return _SECRET_PREFIX + hashlib.sha256(secret.encode()).hexdigest()

@@ -22,11 +22,6 @@ class Period:
     def contains(self, when: datetime) -> bool:
         return self.start <= when and (self.end is None or when < self.end)
 
-    def overlaps(self, other: Period) -> bool:
-        starts_before_other_ends = other.end is None or self.start < other.end
-        ends_after_other_starts = self.end is None or other.start < self.end
-        return starts_before_other_ends and ends_after_other_starts
-
 
 @dataclass(frozen=True)
 class Customer:

@@ -121,36 +121,21 @@ def add_routes(app: web.Application, *, server: ServerGetter) -> None:
     app.router.add_post("/oauth/introspect", endpoint("introspection"))
 
 
+def _invalid_request(description: str) -> web.HTTPBadRequest:
+    body = {"error": "invalid_request", "error_description": description}
+    return web.HTTPBadRequest(text=json.dumps(body), content_type="application/json")
+
+
 async def _read(request: web.Request) -> Any:
     if request.method == "POST" and request.content_type != "application/x-www-form-urlencoded":
-        raise web.HTTPBadRequest(
-            text=json.dumps(
-                {
-                    "error": "invalid_request",
-                    "error_description": "send application/x-www-form-urlencoded",
-                }
-            ),
-            content_type="application/json",
-        )
+        raise _invalid_request("send application/x-www-form-urlencoded")
     form: MultiMapping[Any] = await request.post() if request.method == "POST" else MultiDict()
-    data: dict[str, str] = {}
-    sources: tuple[MultiMapping[Any], ...] = (request.query, form)
-    for source in sources:
-        for key in source:
-            values = source.getall(key)
-            if len(values) > 1 or key in data:
-                data[key] = "\x00repeated"  # RFC 6749 §3.1: parameters must not repeat
-            else:
-                data[key] = str(values[0])
-    repeated = [k for k, v in data.items() if v == "\x00repeated"]
-    if repeated:
-        raise web.HTTPBadRequest(
-            text=json.dumps(
-                {"error": "invalid_request", "error_description": f"repeated {repeated[0]}"}
-            ),
-            content_type="application/json",
-        )
-    headers = {k: v for k, v in request.headers.items()}
+    keys = [*request.query.keys(), *form.keys()]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:  # RFC 6749 §3.1: request parameters must not be included more than once
+        raise _invalid_request(f"repeated parameter {repeated[0]}")
+    data = {key: str(value) for source in (request.query, form) for key, value in source.items()}
+    headers = dict(request.headers.items())
     return oauth_request(request.method, str(request.url), headers, data)
 
 

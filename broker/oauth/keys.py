@@ -32,7 +32,6 @@ from jwt.algorithms import ECAlgorithm
 from broker.errors import ConfigurationError
 
 #: Where ``broker serve`` keeps its signing keys unless told otherwise.
-DEFAULT_KEY_DIR = Path("var/oauth-keys")
 #: The file naming the signing key, by its ``kid``, when present.
 CURRENT_MARKER = "current"
 #: The one algorithm the broker signs with.

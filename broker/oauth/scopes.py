@@ -17,9 +17,5 @@ CUSTOMER_APP_SCOPES = ("openid", "grants:read", "grants:write", "data:read", "da
 INGEST = "ingest"
 
 
-def category_scope(library: DocumentLibrary, category: str) -> str:
-    return library.catalogue.category(category).scope
-
-
 def supported_scopes(library: DocumentLibrary) -> list[str]:
     return sorted({c.scope for c in library.catalogue} | {INGEST, *CUSTOMER_APP_SCOPES})

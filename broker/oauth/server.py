@@ -58,7 +58,6 @@ CODE_LIFETIME = timedelta(seconds=60)
 AUDIENCE_RECIPIENT = "urn:vehicle-data-broker:api:recipient"
 AUDIENCE_CUSTOMER = "urn:vehicle-data-broker:api:customer"
 AUDIENCE_INGEST = "urn:vehicle-data-broker:api:ingest"
-INGEST_SCOPE = "ingest"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 

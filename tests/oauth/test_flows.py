@@ -210,3 +210,24 @@ async def test_ending_a_grant_stops_its_tokens_at_once(app: App) -> None:
         await app.client.get("/v1/recipient/grants", headers={"Authorization": token})
     ).json()
     assert after["grants"] == []
+
+
+async def test_repeated_or_non_form_token_requests_are_refused(app: App) -> None:
+    basic = base64.b64encode(b"insurer-demo:demo-secret-insurer-demo").decode()
+    headers = {"Authorization": f"Basic {basic}"}
+    repeated = await app.client.post(
+        "/oauth/token?grant_type=client_credentials",
+        data={"grant_type": "client_credentials"},
+        headers=headers,
+    )
+    assert repeated.status == 400
+    body = await repeated.json()
+    assert body == {
+        "error": "invalid_request",
+        "error_description": "repeated parameter grant_type",
+    }
+    as_json = await app.client.post(
+        "/oauth/token", json={"grant_type": "client_credentials"}, headers=headers
+    )
+    assert as_json.status == 400
+    assert (await as_json.json())["error"] == "invalid_request"
