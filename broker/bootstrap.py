@@ -13,9 +13,10 @@ import contextlib
 import hmac
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -32,6 +33,7 @@ from broker.http import api as api_routes
 from broker.http import ingest as ingest_routes
 from broker.http import oauth as oauth_routes
 from broker.http.app import create_app
+from broker.http.openapi import add_document_route
 from broker.ingest.service import IngestService
 from broker.oauth.keys import SigningKeys
 from broker.oauth.revocation import revoke_grant_tokens
@@ -186,6 +188,7 @@ def create_web_app(settings: Settings, *, clock: Clock | None = None) -> web.App
     csrf_key = hmac.new(master_key(settings), b"vehicle-data-broker/csrf/v1", "sha256").digest()
     add_web_routes(app, runtime_getter=lambda: runtime.require(), csrf_key=csrf_key)
     add_consent_routes(app, runtime=lambda: runtime.require())
+    add_document_route(app, schemas=lambda: _schemas(runtime.require().documents))
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         runtime.broker = await asyncio.to_thread(open_broker, settings, clock=clock)
@@ -200,6 +203,10 @@ def create_web_app(settings: Settings, *, clock: Clock | None = None) -> web.App
     app.cleanup_ctx.append(_periodic_purge(runtime))
     app.cleanup_ctx.append(_mqtt_ingest(runtime, settings))
     return app
+
+
+def _schemas(documents: DocumentLibrary) -> dict[str, Mapping[str, Any]]:
+    return {schema_id: documents.schemas.schema(schema_id) for schema_id in documents.schemas.ids}
 
 
 def _mqtt_ingest(

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from broker.http.middleware import REQUEST_ID, install
+from broker.http.openapi import API_DESCRIPTION, ApiDescription, json_content, problem, route
 from broker.http.problems import problem_response
 from broker.settings import Settings
 
@@ -32,6 +33,7 @@ def create_app(*, settings: Settings, readiness: Readiness, version: str) -> web
     """
     app = web.Application(client_max_size=settings.max_request_bytes)
     app[SETTINGS] = settings
+    app[API_DESCRIPTION] = ApiDescription(title="Vehicle data broker", version=version)
     install(app)
 
     async def healthz(request: web.Request) -> web.Response:
@@ -52,6 +54,26 @@ def create_app(*, settings: Settings, readiness: Readiness, version: str) -> web
             )
         return web.json_response({"status": "ready"})
 
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    status = {"type": "object", "properties": {"status": {"type": "string"}}}
+    route(
+        app,
+        "GET",
+        "/healthz",
+        healthz,
+        summary="Liveness: the process answers",
+        tag="operations",
+        responses={200: json_content(status, "The process is alive.")},
+    )
+    route(
+        app,
+        "GET",
+        "/readyz",
+        readyz,
+        summary="Readiness: the database answers",
+        tag="operations",
+        responses={
+            200: json_content(status, "Ready to serve."),
+            503: problem("Not ready (the database does not answer)."),
+        },
+    )
     return app

@@ -239,6 +239,7 @@ class NoticeRow(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
     audit_seq: int
     acknowledged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    acknowledged_by: str | None = Field(default=None, max_length=128)
 
 
 class DataKeyRow(SQLModel, table=True):
@@ -383,4 +384,15 @@ class SeenJtiRow(SQLModel, table=True):
 
     kind: str = Field(primary_key=True, max_length=32)
     jti: str = Field(primary_key=True, max_length=256)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
+class RateWindowRow(SQLModel, table=True):
+    """Requests counted per contract and fixed window (its rate limit), shared by processes."""
+
+    __tablename__ = "rate_window"
+
+    key: str = Field(primary_key=True, max_length=160)
+    window_start: datetime = Field(primary_key=True, sa_type=UTCDateTime)
+    count: int = Field(default=0)
     expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
