@@ -35,6 +35,7 @@ from broker.http import oauth as oauth_routes
 from broker.http.app import create_app
 from broker.http.openapi import add_document_route
 from broker.ingest.service import IngestService
+from broker.oauth.dpop import DpopPolicy, derive_nonce_key
 from broker.oauth.keys import SigningKeys
 from broker.oauth.revocation import revoke_grant_tokens
 from broker.oauth.scopes import supported_scopes
@@ -132,6 +133,7 @@ def open_broker(settings: Settings, *, clock: Clock | None = None) -> Broker:
         keyring=keyring,
         issuer=settings.issuer,
         scopes_supported=supported_scopes(documents),
+        dpop=DpopPolicy(nonce_key=derive_nonce_key(key), nonce_required=settings.dpop_nonce),
     )
     gate = Gate(database=database, clock=clock, adequacy=adequacy, keyring=keyring, vault=vault)
     ingest = IngestService(database=database, documents=documents, clock=clock, vault=vault)

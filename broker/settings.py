@@ -43,6 +43,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "json"
     auto_migrate: bool = True
+    dpop_nonce: bool = False  # require server nonces in DPoP proofs (RFC 9449 section 8)
     master_key: str | None = field(default=None, repr=False)
     master_key_file: Path = Path("var/master.key")
     audit_key_file: Path = Path("var/audit-signing.key")
@@ -77,6 +78,7 @@ class Settings:
                 log_level=env.get("BROKER_LOG_LEVEL", base.log_level).upper(),
                 log_format=env.get("BROKER_LOG_FORMAT", base.log_format),
                 auto_migrate=_flag(env.get("BROKER_AUTO_MIGRATE"), base.auto_migrate),
+                dpop_nonce=_flag(env.get("BROKER_DPOP_NONCE"), base.dpop_nonce),
                 master_key=env.get("BROKER_MASTER_KEY") or None,
                 master_key_file=Path(env.get("BROKER_MASTER_KEY_FILE", str(base.master_key_file))),
                 audit_key_file=Path(env.get("BROKER_AUDIT_KEY_FILE", str(base.audit_key_file))),

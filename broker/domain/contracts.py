@@ -246,6 +246,7 @@ class Contract:
     valid_from: datetime
     valid_until: datetime | None
     processing_countries: frozenset[str]
+    sender_constraint: str | None = None  # "dpop": pull tokens must be DPoP-bound (RFC 9449)
     document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -307,6 +308,7 @@ class Contract:
             valid_from=parse_instant(doc["validity"]["from"]),
             valid_until=_optional_instant(doc["validity"].get("until")),
             processing_countries=frozenset(doc["processing_countries"]),
+            sender_constraint=doc.get("sender_constraint"),
             document=dict(doc),
         )
 
@@ -357,6 +359,8 @@ class Contract:
             if self.location.coarse_grid_m is not None:
                 location["coarse_grid_m"] = self.location.coarse_grid_m
             doc["location"] = location
+        if self.sender_constraint is not None:
+            doc["sender_constraint"] = self.sender_constraint
         return doc
 
     @property
@@ -684,6 +688,7 @@ def effective_terms(consented: Contract, current: Contract) -> Contract:
         valid_from=max(consented.valid_from, current.valid_from),
         valid_until=_earlier_end(consented.valid_until, current.valid_until),
         processing_countries=consented.processing_countries & current.processing_countries,
+        sender_constraint=consented.sender_constraint or current.sender_constraint,
     )
     return replace(effective, document=effective.to_document())
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from multidict import MultiDict, MultiMapping
 
 from broker.errors import BrokerError
 from broker.oauth import jose
+from broker.oauth.dpop import DpopRefused
 from broker.oauth.server import (
     AUDIENCE_CUSTOMER,
     AUDIENCE_INGEST,
@@ -55,6 +57,7 @@ class TokenContext:
     grant_ids: tuple[str, ...]
     scopes: frozenset[str]
     claims: dict[str, Any]
+    dpop_jkt: str | None = None
 
 
 class TokenRefused(BrokerError):
@@ -87,6 +90,7 @@ def metadata(server: BrokerAuthorizationServer) -> dict[str, Any]:
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": methods,
         "token_endpoint_auth_signing_alg_values_supported": sorted(jose.CLIENT_ALGORITHMS),
+        "dpop_signing_alg_values_supported": sorted(jose.CLIENT_ALGORITHMS),
         "revocation_endpoint_auth_methods_supported": methods,
         "introspection_endpoint_auth_methods_supported": methods,
         "authorization_response_iss_parameter_supported": True,
@@ -104,7 +108,8 @@ def add_routes(app: web.Application, *, server: ServerGetter) -> None:
     async def token(request: web.Request) -> web.Response:
         oauth = server()
         req = await _read(request)
-        return _respond(await oauth.run(lambda: oauth.create_token_response(req)))
+        proofs = request.headers.getall("DPoP", [])
+        return _respond(await oauth.run(lambda: oauth.token_response(req, dpop_proofs=proofs)))
 
     def endpoint(name: str) -> Callable[[web.Request], Any]:
         async def handle(request: web.Request) -> web.Response:
@@ -158,43 +163,85 @@ async def require_token(
     api: str,
     scopes: Iterable[str] = (),
 ) -> TokenContext:
-    """The caller's verified token, if its kind may call ``api``; RFC 6750 errors otherwise."""
+    """The caller's verified token, if its kind may call ``api``; RFC 6750 errors otherwise.
+
+    A DPoP-bound token (``cnf.jkt``) must come with the ``DPoP`` scheme and a
+    proof for this request, signed by the bound key (RFC 9449 section 7).
+    """
     audience, kinds = API_ACCESS[api]
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _challenge(TokenRefused("a bearer access token is required"), error=None)
+    scheme, token = scheme.lower(), token.strip()
+    if scheme not in ("bearer", "dpop") or not token:
+        raise challenge(TokenRefused("an access token is required"), error=None)
     try:
         claims = jose.verify_access_token(
-            token.strip(),
+            token,
             server.keys,
             issuer=server.issuer,
             audience=audience,
             now=server.clock.now(),
         )
     except BrokerError as exc:
-        raise _challenge(TokenRefused(exc.detail), error="invalid_token") from exc
+        raise challenge(
+            TokenRefused(exc.detail), error="invalid_token", dpop=scheme == "dpop"
+        ) from exc
     try:
         kind = TokenKind(claims.get("token_kind", ""))
     except ValueError:
         kind = None
     if kind not in kinds:
-        raise _challenge(
+        raise challenge(
             TokenRefused("this kind of token may not call this API"), error="invalid_token"
         )
     assert kind is not None
-    active = await server.run(lambda: _active(claims))
-    if not active:
-        raise _challenge(
-            TokenRefused("the token was revoked or its grant has ended"), error="invalid_token"
-        )
+    cnf = claims.get("cnf")
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    if jkt is not None and scheme != "dpop":
+        refused = TokenRefused("this token is DPoP-bound: send it as 'DPoP' with a proof")
+        raise challenge(refused, error="invalid_token", dpop=True)
+    if jkt is None and scheme == "dpop":
+        raise challenge(TokenRefused("this token is not DPoP-bound"), error="invalid_token")
+    proofs = request.headers.getall("DPoP", [])
+    url = server.issuer + request.path
+    method = request.method
+
+    def check() -> str | None:
+        from broker.oauth.server import _context
+
+        context = _context()
+        if not token_still_active(context.session, claims):
+            return "the token was revoked or its grant has ended"
+        if jkt is not None:
+            if len(proofs) != 1:
+                raise DpopRefused("send exactly one DPoP proof with a DPoP-bound token")
+            proof = server.dpop.check(
+                context.session,
+                proofs[0],
+                method=method,
+                url=url,
+                now=context.now,
+                access_token=token,
+            )
+            if not hmac.compare_digest(proof.jkt, str(jkt)):
+                raise DpopRefused("the DPoP proof is signed by another key than the token's")
+        return None
+
+    try:
+        inactive = await server.run(check)
+    except DpopRefused as exc:
+        nonce = server.dpop.nonce(server.clock.now()) if exc.error == "use_dpop_nonce" else None
+        raise challenge(exc, error=exc.error, dpop=True, nonce=nonce) from exc
+    if inactive is not None:
+        raise challenge(TokenRefused(inactive), error="invalid_token", dpop=jkt is not None)
     granted = frozenset(str(claims.get("scope", "")).split())
     missing = sorted(set(scopes) - granted)
     if missing:
-        raise _challenge(
+        raise challenge(
             InsufficientScope(f"the token lacks the scope {missing[0]}"),
             error="insufficient_scope",
             scope=" ".join(sorted(set(scopes))),
+            dpop=jkt is not None,
         )
     return TokenContext(
         kind=kind,
@@ -204,26 +251,32 @@ async def require_token(
         grant_ids=tuple(claims.get("grants") or ()),
         scopes=granted,
         claims=claims,
+        dpop_jkt=str(jkt) if jkt is not None else None,
     )
 
 
-def _active(claims: dict[str, Any]) -> bool:
-    from broker.oauth.server import _context
-
-    return token_still_active(_context().session, claims)
-
-
-def _challenge(
-    problem: BrokerError, *, error: str | None, scope: str | None = None
+def challenge(
+    problem: BrokerError,
+    *,
+    error: str | None,
+    scope: str | None = None,
+    dpop: bool = False,
+    nonce: str | None = None,
 ) -> web.HTTPException:
-    """An RFC 6750 refusal: problem details in the body, the challenge in the header."""
-    parts = ['Bearer realm="vehicle-data-broker"']
+    """An RFC 6750 (or RFC 9449) refusal: problem details in the body, the challenge in
+    ``WWW-Authenticate`` (``DPoP`` for DPoP-bound tokens and contracts that need them)."""
+    if dpop:
+        parts = [f'DPoP algs="{" ".join(sorted(jose.CLIENT_ALGORITHMS))}"']
+    else:
+        parts = ['Bearer realm="vehicle-data-broker"']
     if error is not None:
         parts.append(f'error="{error}"')
         parts.append(f'error_description="{problem.detail}"')
     if scope is not None:
         parts.append(f'scope="{scope}"')
     headers = {"WWW-Authenticate": ", ".join(parts)}
+    if nonce is not None:
+        headers["DPoP-Nonce"] = nonce
     exception = web.HTTPForbidden if problem.status == 403 else web.HTTPUnauthorized
     return exception(
         text=json.dumps(problem.problem()),

@@ -317,14 +317,23 @@ def unverified_issuer(token: str) -> str | None:
     Only for finding whose key set should verify a client assertion that came
     without a ``client_id``; never trust anything else read this way.
     """
+    issuer = unverified_claim(token, "iss")
+    return issuer if isinstance(issuer, str) and issuer else None
+
+
+def unverified_claim(token: str, name: str) -> object:
+    """One claim of a JWT read *before* any check (``None`` if absent or unreadable).
+
+    Only to pick what the real check compares against (the key set, the server
+    nonce); the token is verified afterwards.
+    """
     if not isinstance(token, str) or len(token) > MAX_JWT_LENGTH or token.count(".") != 2:
         return None
     try:
         claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
     except (ValueError, RecursionError):
         return None
-    issuer = claims.get("iss") if isinstance(claims, dict) else None
-    return issuer if isinstance(issuer, str) and issuer else None
+    return claims.get(name) if isinstance(claims, dict) else None
 
 
 def sign_client_assertion(

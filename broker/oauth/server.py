@@ -44,6 +44,7 @@ from broker.credentials import verify_client_secret
 from broker.errors import BrokerError
 from broker.gate.keyring import Keyring
 from broker.oauth import jose
+from broker.oauth.dpop import DpopPolicy, DpopRefused
 from broker.oauth.keys import SigningKeys
 from broker.store import oauth as oauth_store
 from broker.store.database import Database
@@ -130,6 +131,7 @@ class Client(ClientMixin):  # type: ignore[misc]
 class _Context:
     session: Session
     now: datetime
+    dpop_jkt: str | None = None  # the key a token issued now is bound to (RFC 9449)
 
 
 _local = threading.local()
@@ -236,8 +238,10 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         keyring: Keyring,
         issuer: str,
         scopes_supported: list[str],
+        dpop: DpopPolicy | None = None,
     ) -> None:
         super().__init__(scopes_supported=scopes_supported)
+        self.dpop = dpop or DpopPolicy(nonce_key=secrets.token_bytes(32))
         self.database = database
         self.clock = clock
         self.keys = keys
@@ -280,6 +284,32 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             yield
         finally:
             _local.context = None
+
+    def token_response(self, request: OAuth2Request, *, dpop_proofs: list[str]) -> OAuthResponse:
+        """The token endpoint's answer; with a DPoP proof, the token is bound to its key."""
+        context = _context()
+        if dpop_proofs:
+            try:
+                if len(dpop_proofs) > 1:
+                    raise DpopRefused("send exactly one DPoP header")
+                proof = self.dpop.check(
+                    context.session,
+                    dpop_proofs[0],
+                    method="POST",
+                    url=self.token_endpoint,
+                    now=context.now,
+                )
+            except DpopRefused as exc:
+                headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+                if exc.error == "use_dpop_nonce":
+                    headers.append(("DPoP-Nonce", self.dpop.nonce(context.now)))
+                body = {"error": exc.error, "error_description": exc.detail}
+                return OAuthResponse(400, body, headers)
+            context.dpop_jkt = proof.jkt
+        response: OAuthResponse = self.create_token_response(request)
+        if self.dpop.nonce_required:
+            response.headers.append(("DPoP-Nonce", self.dpop.nonce(context.now)))
+        return response
 
     # -- authlib hooks --------------------------------------------------------------------
 
@@ -349,6 +379,7 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             lifetime=ACCESS_TOKEN_LIFETIME,
             now=context.now,
             extra=extra,
+            cnf_jkt=context.dpop_jkt,
         )
         if user is not None and user.grant_ids:
             oauth_store.record_token_grants(
@@ -358,7 +389,7 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                 context.now + ACCESS_TOKEN_LIFETIME,
             )
         token: dict[str, Any] = {
-            "token_type": "Bearer",
+            "token_type": "DPoP" if context.dpop_jkt else "Bearer",
             "access_token": access_token,
             "expires_in": int(ACCESS_TOKEN_LIFETIME.total_seconds()),
             "scope": scope or "",
