@@ -50,6 +50,7 @@ class GrantAction(StrEnum):
     RESUME = "resume"
     OWNER_CHANGED = "owner_changed"  # the vehicle changed hands
     TERMINATE = "terminate"  # the operator ends it (contract ended, recipient removed)
+    REFUSE = "refuse"  # the owner refuses a read-out the law lets them refuse (OBFCM, workshop)
 
 
 _TARGET: dict[GrantAction, GrantState] = {
@@ -61,6 +62,7 @@ _TARGET: dict[GrantAction, GrantState] = {
     GrantAction.RESUME: GrantState.ACTIVE,
     GrantAction.OWNER_CHANGED: GrantState.REVOKED,
     GrantAction.TERMINATE: GrantState.REVOKED,
+    GrantAction.REFUSE: GrantState.REVOKED,
 }
 
 _FROM: dict[GrantAction, frozenset[GrantState]] = {
@@ -74,6 +76,7 @@ _FROM: dict[GrantAction, frozenset[GrantState]] = {
         {GrantState.PENDING, GrantState.ACTIVE, GrantState.SUSPENDED}
     ),
     GrantAction.TERMINATE: frozenset({GrantState.PENDING, GrantState.ACTIVE, GrantState.SUSPENDED}),
+    GrantAction.REFUSE: frozenset({GrantState.PENDING, GrantState.ACTIVE, GrantState.SUSPENDED}),
 }
 
 #: Which activations admit each action at all (the legal guard).
@@ -81,6 +84,7 @@ _ADMITTED: dict[GrantAction, frozenset[Activation]] = {
     GrantAction.WITHDRAW: frozenset({Activation.CONSENT, Activation.CONTRACT}),
     GrantAction.OBJECT: frozenset({Activation.LEGITIMATE_INTEREST}),
     GrantAction.OWNER_CHANGED: frozenset({Activation.CONSENT, Activation.CONTRACT}),
+    GrantAction.REFUSE: frozenset({Activation.LEGAL_OBLIGATION}),
 }
 
 _REFUSAL_REASONS: dict[GrantAction, str] = {
@@ -90,6 +94,7 @@ _REFUSAL_REASONS: dict[GrantAction, str] = {
         " (a legal obligation admits no objection)"
     ),
     GrantAction.OWNER_CHANGED: "only grants given by the owner end with a change of owner",
+    GrantAction.REFUSE: "only a legally required read-out (such as OBFCM) can be refused",
 }
 
 

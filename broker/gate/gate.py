@@ -17,13 +17,14 @@ from datetime import datetime
 from sqlmodel import Session
 
 from broker.audit.entry import AuditEntry
-from broker.clock import Clock
-from broker.domain.contracts import Contract, ProtectionLevel, effective_terms
+from broker.clock import Clock, format_instant
+from broker.domain.contracts import Channel, Contract, ProtectionLevel, effective_terms
 from broker.domain.grants import Grant
 from broker.gate.group_commit import GroupCommitter
 from broker.gate.keyring import Keyring
 from broker.gate.release import (
     Denial,
+    Eligibility,
     Outcome,
     PopulationTarget,
     Release,
@@ -94,8 +95,68 @@ class Gate:
         """Decide ``request`` in the next group commit; the outcome once it is durable."""
         return await self.committer.submit(lambda s: self.decide(s, request, self.clock.now()))
 
+    async def eligibility(
+        self, recipient_id: str, contract_id: str, vin: str
+    ) -> Eligibility | Denial:
+        """Which of the contract's categories ``vin`` can provide (no data), audited."""
+        return await self.committer.submit(
+            lambda s: self.decide_eligibility(s, recipient_id, contract_id, vin, self.clock.now())
+        )
+
     async def close(self) -> None:
         await self.committer.close()
+
+    def decide_eligibility(
+        self, session: Session, recipient_id: str, contract_id: str, vin: str, now: datetime
+    ) -> Eligibility | Denial:
+        """Before a customer signs up, a recipient may learn which categories the vehicle
+        can provide: the contract's categories the vehicle has data in (position only
+        while its location collection is on). Unknown vehicles provide nothing, so the
+        answer never tells whether a VIN exists. Logged like any release."""
+        audit_store.serialise(session)
+        contract = contract_store.latest(session, contract_id)
+        channel = min(contract.channels) if contract is not None and contract.channels else None
+        request = ReleaseRequest(
+            recipient_id=recipient_id,
+            contract_id=contract_id,
+            channel=channel or Channel.PULL,
+            purpose=contract.purpose.code if contract is not None else "eligibility",
+            target=VehicleTarget(vin),
+            categories=frozenset(),
+            since=now,
+            until=now,
+        )
+        if reasons := check_recipient(party_store.recipient(session, recipient_id)):
+            return self._deny(session, request, reasons, now, kind="eligibility")
+        if reasons := check_contract(contract, recipient_id, request.channel, request.purpose, now):
+            return self._deny(session, request, reasons, now, contract, kind="eligibility")
+        assert contract is not None
+        available = set(telemetry_read.available_categories(session, vin))
+        setting = telemetry_read.location_settings(session, [vin]).get(vin)
+        if setting is None or not setting.collection:
+            available.discard("vehicle.position")
+        categories = tuple(sorted(contract.category_ids & available))
+        [entry] = audit_store.append(
+            session,
+            [
+                AuditEntry(
+                    at=now,
+                    kind="eligibility",
+                    recipient_id=recipient_id[:64],
+                    contract_id=contract_id[:64],
+                    contract_version=contract.version,
+                    channel=request.channel.value,
+                    purpose=request.purpose[:100],
+                    categories=categories,
+                    protection=contract.protection.level.value,
+                    legal_basis=contract.legal_basis.value,
+                    decision="released",
+                    subject_ref=self.keyring.vehicle_ref(vin),
+                )
+            ],
+        )
+        assert entry.seq is not None
+        return Eligibility(recipient_id, contract_id, categories, entry.seq)
 
     # -- the path -------------------------------------------------------------------------
 
@@ -192,6 +253,9 @@ class Gate:
                 continue
             assert picked is not None
             grant = picked
+            if request.within_grant and (reasons := _before_grant(grant, request.since)):
+                refusals += reasons
+                continue
             terms = self._terms(session, grant, contract)
             context = ProtectionContext(
                 contract=terms,
@@ -306,13 +370,15 @@ class Gate:
         now: datetime,
         contract: Contract | None = None,
         transfer: TransferDecision | None = None,
+        *,
+        kind: str = "denial",
     ) -> Denial:
         entry = self._audit(
             session,
             request,
             now,
             contract,
-            kind="denial",
+            kind=kind,
             decision="denied",
             reasons=reasons,
             grants=[],
@@ -383,6 +449,19 @@ class Gate:
             ],
         )
         return entry
+
+
+def _before_grant(grant: Grant, since: datetime) -> list[Reason]:
+    periods = grant.active_periods()
+    start = periods[0][0] if periods else grant.valid_from
+    if since >= start:
+        return []
+    return [
+        Reason(
+            "before_grant",
+            f"the requested range starts before the grant was active ({format_instant(start)})",
+        )
+    ]
 
 
 def _subject_ref(request: ReleaseRequest, grants: list[Grant]) -> str:

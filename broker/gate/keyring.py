@@ -21,3 +21,7 @@ class Keyring:
                 found = Pseudonymiser.for_contract(self._master_key, recipient_id, contract_id)
                 self._cache[key] = found
             return found
+
+    def vehicle_ref(self, vin: str) -> str:
+        """The broker's own reference for a vehicle in the audit log (no clear VIN there)."""
+        return "veh-" + self.pseudonymiser("broker", "audit").vehicle(vin)

@@ -51,6 +51,7 @@ class ReleaseRequest:
     after: tuple[datetime, str] | None = None  # cursor: the last (recorded_at, record id) seen
     limit: int | None = None
     customer_id: str | None = None  # a customer-bound token: only this customer's grants count
+    within_grant: bool = False  # refuse a range that starts before the grant was active
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,16 @@ class Denial:
 
 
 Outcome = Release | Denial
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """Which of a contract's categories a vehicle can provide: categories only, no data."""
+
+    recipient_id: str
+    contract_id: str
+    categories: tuple[str, ...]
+    audit_seq: int
 
 
 class ForgedRelease(BrokerError):

@@ -28,12 +28,14 @@ TABLE: dict[GrantAction, tuple[set[GrantState], GrantState]] = {
     A.RESUME: ({S.SUSPENDED}, S.ACTIVE),
     A.OWNER_CHANGED: ({S.PENDING, S.ACTIVE, S.SUSPENDED}, S.REVOKED),
     A.TERMINATE: ({S.PENDING, S.ACTIVE, S.SUSPENDED}, S.REVOKED),
+    A.REFUSE: ({S.PENDING, S.ACTIVE, S.SUSPENDED}, S.REVOKED),
 }
 # Which activations admit the legally guarded actions.
 LEGAL = {
     A.WITHDRAW: {Activation.CONSENT, Activation.CONTRACT},
     A.OBJECT: {Activation.LEGITIMATE_INTEREST},
     A.OWNER_CHANGED: {Activation.CONSENT, Activation.CONTRACT},
+    A.REFUSE: {Activation.LEGAL_OBLIGATION},  # OBFCM: the owner may refuse at the workshop
 }
 
 # How to reach each state from pending.

@@ -1,0 +1,845 @@
+"""The recipient pull API (``/v1/recipient/...``): insurers, dealers and authorities.
+
+- ``GET /v1/recipient/vehicles``: the vehicles the token covers, as the
+  contract's identifiers for them (VIN, pseudonym, or the grant for ``none``);
+- ``GET /v1/recipient/vehicles/{vehicle}/records``: data per vehicle, category
+  and time range, cursor-paginated; every answer is one gate decision and one
+  audit entry (a refusal too);
+- ``GET /v1/recipient/notices`` and ``POST .../notices/{id}/acknowledgement``:
+  the notices feed of ended grants (erase the data), acknowledged and audited;
+- ``POST /v1/recipient/eligibility``: which categories a vehicle can provide
+  before its owner signs up (categories only, audited);
+- ``GET /v1/recipient/exports/{contract}``: a periodic export of a population
+  (the OBFCM report), for contracts with the ``export`` channel.
+
+Rate limits are per contract (its ``rate_limit``), counted in the database so
+every process shares them: 429 with ``Retry-After``. A contract that requires
+DPoP refuses bearer tokens. Errors are RFC 9457 problem details; a vehicle the
+caller may not see is answered exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from broker.clock import Clock, format_instant, parse_instant
+from broker.documents import DocumentLibrary
+from broker.domain.contracts import Channel, Contract, VehicleIdentifier
+from broker.domain.grants import Grant
+from broker.errors import BadRequest, BrokerError
+from broker.gate import notices as notice_store
+from broker.gate.gate import Gate
+from broker.gate.keyring import Keyring
+from broker.gate.release import (
+    Denial,
+    Eligibility,
+    PopulationTarget,
+    Release,
+    ReleaseRequest,
+    VehicleTarget,
+    verify_release,
+)
+from broker.http import openapi as doc
+from broker.http.oauth import TokenContext, challenge, require_token
+from broker.oauth.server import BrokerAuthorizationServer, TokenKind
+from broker.protection.keys import Pseudonymiser
+from broker.store import contracts as contract_store
+from broker.store import grants as grant_store
+from broker.store import rate_limits
+from broker.store.database import Database
+from broker.store.tables import NoticeRow
+
+DEFAULT_LIMIT = 500
+MAX_LIMIT = 5_000
+DEFAULT_RANGE = timedelta(days=1)
+ELIGIBILITY_SCHEMA = "urn:vehicle-data-broker:schema:eligibility-request"
+
+
+class PullRuntime(Protocol):
+    database: Database
+    clock: Clock
+    oauth: BrokerAuthorizationServer
+    gate: Gate
+    keyring: Keyring
+    documents: DocumentLibrary
+
+
+class VehicleNotFound(BrokerError):
+    code = "vehicle_not_found"
+    status = 404
+    title = "Vehicle not found"
+
+
+class ReleaseDenied(BrokerError):
+    code = "release_denied"
+    status = 403
+    title = "Release denied"
+
+
+class RateLimited(BrokerError):
+    code = "rate_limited"
+    status = 429
+    title = "Too many requests"
+
+
+class NoticeNotFound(BrokerError):
+    code = "notice_not_found"
+    status = 404
+    title = "Notice not found"
+
+
+_STATUS_EXCEPTIONS: dict[int, type[web.HTTPException]] = {
+    400: web.HTTPBadRequest,
+    403: web.HTTPForbidden,
+    404: web.HTTPNotFound,
+    409: web.HTTPConflict,
+    429: web.HTTPTooManyRequests,
+}
+
+
+def refusal(error: BrokerError, headers: dict[str, str] | None = None) -> web.HTTPException:
+    """``error`` as a problem-details HTTP exception carrying ``headers``."""
+    exception = _STATUS_EXCEPTIONS[error.status]
+    return exception(
+        text=json.dumps(error.problem()),
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+# -- what a token covers --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Covered:
+    """One vehicle a token covers under one contract."""
+
+    grant: Grant
+    contract: Contract
+    handle: str  # what the recipient calls the vehicle
+
+
+def vehicle_handle(grant: Grant, contract: Contract, pseudonymiser: Pseudonymiser) -> str:
+    if contract.vehicle_identifier is VehicleIdentifier.VIN:
+        return grant.vin
+    if contract.vehicle_identifier is VehicleIdentifier.PSEUDONYM:
+        return pseudonymiser.vehicle(grant.vin)
+    return grant.id
+
+
+def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> None:
+    async def token_for(request: web.Request, scopes: Iterable[str] = ()) -> TokenContext:
+        broker = runtime()
+        return await require_token(request, broker.oauth, api="recipient", scopes=scopes)
+
+    async def covered(broker: PullRuntime, token: TokenContext) -> list[Covered]:
+        """The active pull grants the token covers, with their latest contract."""
+        now = broker.clock.now()
+        named = list(token.grant_ids) if token.kind is TokenKind.RECIPIENT_CUSTOMER else None
+        recipient = token.recipient_id or ""
+
+        def load(session: Any) -> list[Covered]:
+            found = []
+            for grant in grant_store.covered_by(session, recipient, named):
+                contract = contract_store.latest(session, grant.contract_id)
+                if contract is None or Channel.PULL not in contract.channels:
+                    continue
+                if not grant.is_active(now):
+                    continue
+                pseudonymiser = broker.keyring.pseudonymiser(recipient, contract.id)
+                handle = vehicle_handle(grant, contract, pseudonymiser)
+                found.append(Covered(grant, contract, handle))
+            return found
+
+        return await broker.database.read(load)
+
+    async def vehicles(request: web.Request) -> web.Response:
+        broker = runtime()
+        token = await token_for(request)
+        found = await covered(broker, token)
+        listed = [
+            {
+                "vehicle": c.handle,
+                "contract": c.contract.id,
+                "grant": c.grant.id,
+                "categories": sorted(c.grant.categories & c.contract.category_ids),
+                "since": format_instant(c.grant.valid_from),
+                "valid_until": format_instant(c.grant.valid_until) if c.grant.valid_until else None,
+                "location_precision": c.grant.location_precision,
+                "sender_constraint": c.contract.sender_constraint,
+            }
+            for c in sorted(found, key=lambda c: (c.contract.id, c.handle))
+        ]
+        return web.json_response({"vehicles": listed})
+
+    async def records(request: web.Request) -> web.Response:
+        broker = runtime()
+        token = await token_for(request)
+        handle = request.match_info["vehicle"]
+        query = _RecordQuery.parse(request, broker.clock.now())
+        contract = await _pull_contract(broker, token, query.contract)
+        _require_sender_constraint(contract, token)
+        categories = query.categories or frozenset(
+            c for c in contract.category_ids if f"{c}:read" in token.scopes
+        )
+        missing = sorted(c for c in categories if f"{c}:read" not in token.scopes)
+        if missing:
+            raise challenge(
+                _insufficient(f"the token lacks the scope {missing[0]}:read"),
+                error="insufficient_scope",
+                scope=" ".join(f"{c}:read" for c in sorted(categories)),
+                dpop=token.dpop_jkt is not None,
+            )
+        vin, customer = await _resolve(broker, token, contract, handle)
+        await _count_request(broker, contract)
+        after = query.cursor_position(handle, contract.id, categories)
+        outcome = await broker.gate.release(
+            ReleaseRequest(
+                recipient_id=token.recipient_id or "",
+                contract_id=contract.id,
+                channel=Channel.PULL,
+                purpose=contract.purpose.code,
+                target=VehicleTarget(vin),
+                categories=categories,
+                since=query.since,
+                until=query.until,
+                after=after,
+                limit=query.limit,
+                customer_id=customer,
+                within_grant=True,
+            )
+        )
+        if isinstance(outcome, Denial):
+            raise refusal(_denial_problem(outcome))
+        release = verify_release(outcome)
+        next_cursor = (
+            query.cursor_for(release.next_after, handle, contract.id, categories)
+            if release.next_after is not None
+            else None
+        )
+        body = {
+            "vehicle": handle,
+            "contract": contract.id,
+            "protection": release.payload.level.value,
+            "since": format_instant(query.since),
+            "until": format_instant(query.until),
+            "records": list(release.payload.records),
+            "withheld": [_withheld(w) for w in release.withheld],
+            "next_cursor": next_cursor,
+            "release": {"audit_seq": release.audit_seq, "digest": release.digest},
+        }
+        headers = {}
+        if next_cursor is not None:
+            headers["Link"] = f'<{request.path}?{_next_query(request, next_cursor)}>; rel="next"'
+        return web.json_response(body, headers=headers, dumps=_dumps)
+
+    async def notices(request: web.Request) -> web.Response:
+        broker = runtime()
+        token = await token_for(request)
+        status = request.query.get("status", "pending")
+        if status not in ("pending", "all"):
+            raise BadRequest("status is pending or all")
+        limit = _int_param(request, "limit", 100, 1, 1000)
+        after = _notice_cursor(request.query.get("cursor"))
+        recipient = token.recipient_id or ""
+        named = set(token.grant_ids) if token.kind is TokenKind.RECIPIENT_CUSTOMER else None
+
+        def load(session: Any) -> list[NoticeRow]:
+            return notice_store.for_recipient(
+                session, recipient, pending_only=status == "pending", after=after, limit=limit
+            )
+
+        rows = await broker.database.read(load)
+        listed = [_notice(n) for n in rows if named is None or n.grant_id in named]
+        next_cursor = (
+            _encode({"a": format_instant(rows[-1].created_at), "i": rows[-1].id})
+            if len(rows) == limit
+            else None
+        )
+        return web.json_response({"notices": listed, "next_cursor": next_cursor})
+
+    async def acknowledge(request: web.Request) -> web.Response:
+        broker = runtime()
+        token = await token_for(request)
+        notice_id = request.match_info["notice"]
+        recipient = token.recipient_id or ""
+        now = broker.clock.now()
+        named = set(token.grant_ids) if token.kind is TokenKind.RECIPIENT_CUSTOMER else None
+
+        def ack(session: Any) -> NoticeRow | None:
+            found = notice_store.acknowledge(
+                session, recipient, notice_id, by=token.client_id, at=now
+            )
+            if found is not None and named is not None and found.grant_id not in named:
+                raise NoticeNotFound("no such notice for this recipient")
+            return found
+
+        notice = await broker.database.write(ack)
+        if notice is None:
+            raise refusal(NoticeNotFound("no such notice for this recipient"))
+        return web.json_response(_notice(notice))
+
+    async def eligibility(request: web.Request) -> web.Response:
+        broker = runtime()
+        token = await token_for(request)
+        if token.kind is not TokenKind.RECIPIENT:
+            raise refusal(
+                ReleaseDenied(
+                    "eligibility is asked with the recipient's own token (client credentials)"
+                )
+            )
+        body = await _json_body(request, broker.documents, ELIGIBILITY_SCHEMA)
+        contract = await _contract_of(broker, token.recipient_id or "", body["contract"])
+        _require_sender_constraint(contract, token)
+        await _count_request(broker, contract)
+        outcome = await broker.gate.eligibility(
+            token.recipient_id or "", contract.id, str(body["vin"]).strip().upper()
+        )
+        if isinstance(outcome, Denial):
+            raise refusal(_denial_problem(outcome))
+        assert isinstance(outcome, Eligibility)
+        return web.json_response(
+            {
+                "contract": outcome.contract_id,
+                "eligible": bool(outcome.categories),
+                "categories": list(outcome.categories),
+            }
+        )
+
+    async def export(request: web.Request) -> web.Response:
+        broker = runtime()
+        token = await token_for(request)
+        if token.kind is not TokenKind.RECIPIENT:
+            raise refusal(ReleaseDenied("exports are fetched with the recipient's own token"))
+        contract = await _contract_of(
+            broker, token.recipient_id or "", request.match_info["contract"]
+        )
+        if Channel.EXPORT not in contract.channels:
+            raise refusal(ReleaseDenied("this contract has no export channel"))
+        _require_sender_constraint(contract, token)
+        now = broker.clock.now()
+        until = _instant_param(request, "until", now)
+        since = _instant_param(request, "since", until - timedelta(days=31))
+        if since >= until:
+            raise BadRequest("since must be before until")
+        await _count_request(broker, contract)
+        outcome = await broker.gate.release(
+            ReleaseRequest(
+                recipient_id=token.recipient_id or "",
+                contract_id=contract.id,
+                channel=Channel.EXPORT,
+                purpose=contract.purpose.code,
+                target=PopulationTarget(),
+                categories=contract.category_ids,
+                since=since,
+                until=until,
+            )
+        )
+        if isinstance(outcome, Denial):
+            raise refusal(_denial_problem(outcome))
+        release = verify_release(outcome)
+        return web.json_response(export_document(release, contract), dumps=_dumps)
+
+    # -- shared steps -------------------------------------------------------------------
+
+    async def _pull_contract(
+        broker: PullRuntime, token: TokenContext, wanted: str | None
+    ) -> Contract:
+        found = await covered(broker, token)
+        if token.kind is TokenKind.RECIPIENT_CUSTOMER:
+            contracts = {c.contract.id: c.contract for c in found}
+        else:
+            contracts = await broker.database.read(
+                lambda s: {
+                    c.id: c
+                    for c in contract_store.all_latest(s)
+                    if c.recipient == token.recipient_id and Channel.PULL in c.channels
+                }
+            )
+        if wanted is not None:
+            if wanted not in contracts:
+                raise refusal(ReleaseDenied("no pull contract of this recipient by that id"))
+            return contracts[wanted]
+        if len(contracts) != 1:
+            raise BadRequest(
+                "name the contract (contract=...): the token covers "
+                f"{len(contracts)} pull contracts"
+            )
+        return next(iter(contracts.values()))
+
+    async def _contract_of(broker: PullRuntime, recipient: str, contract_id: str) -> Contract:
+        contract = await broker.database.read(lambda s: contract_store.latest(s, contract_id))
+        if contract is None or contract.recipient != recipient:
+            raise refusal(ReleaseDenied("no contract of this recipient by that id"))
+        return contract
+
+    async def _resolve(
+        broker: PullRuntime, token: TokenContext, contract: Contract, handle: str
+    ) -> tuple[str, str | None]:
+        """The VIN the handle names, among the vehicles this token may see, and the
+        customer a customer-bound token speaks for. A handle that names nothing the
+        token covers resolves to no vehicle: the gate then refuses (and audits) it
+        exactly as it refuses an unknown one."""
+        found = [c for c in await covered(broker, token) if c.contract.id == contract.id]
+        customer = None
+        if token.kind is TokenKind.RECIPIENT_CUSTOMER:
+            customers = {c.grant.customer_id for c in found} or {None}
+            customer = next(iter(customers)) if len(customers) == 1 else None
+            match = next((c for c in found if c.handle == handle), None)
+            return (match.grant.vin if match else ""), customer
+        if contract.vehicle_identifier is VehicleIdentifier.VIN:
+            return handle.strip().upper(), None
+        match = next((c for c in found if c.handle == handle), None)
+        return (match.grant.vin if match else ""), None
+
+    async def _count_request(broker: PullRuntime, contract: Contract) -> None:
+        limit = contract.rate_limit
+        per = timedelta(seconds=float(limit.per.nominal_seconds))
+        now = broker.clock.now()
+        retry = await broker.database.write(
+            lambda s: rate_limits.take(
+                s, f"contract:{contract.id}", limit=limit.requests, per=per, now=now
+            )
+        )
+        if retry is not None:
+            raise refusal(
+                RateLimited(
+                    f"the contract allows {limit.requests} requests per {limit.per}; "
+                    f"retry in {retry} s"
+                ),
+                headers={"Retry-After": str(retry)},
+            )
+
+    vehicle = doc.path_param(
+        "vehicle",
+        {"type": "string", "maxLength": 128},
+        "The vehicle as the contract identifies it (VIN, pseudonym, or grant id).",
+    )
+    security: list[tuple[str, list[str]]] = [("recipient", [])]
+    errors = {
+        **doc.BEARER_ERRORS,
+        400: doc.problem("Malformed parameters."),
+        429: doc.problem("The contract's rate limit is exceeded (see Retry-After)."),
+    }
+    doc.route(
+        app,
+        "GET",
+        "/v1/recipient/vehicles",
+        vehicles,
+        summary="The vehicles this token covers",
+        tag="recipient",
+        security=security,
+        responses={200: doc.json_content(_VEHICLES, "The covered vehicles."), **errors},
+    )
+    doc.route(
+        app,
+        "GET",
+        "/v1/recipient/vehicles/{vehicle}/records",
+        records,
+        summary="A vehicle's data per category and time range, paginated",
+        tag="recipient",
+        security=security,
+        parameters=[
+            vehicle,
+            doc.query(
+                "category",
+                {"type": "string"},
+                "A category (repeat for several); default: every category the token may read.",
+            ),
+            doc.query("since", {"type": "string", "format": "date-time"}, "Start (inclusive)."),
+            doc.query("until", {"type": "string", "format": "date-time"}, "End (exclusive)."),
+            doc.query(
+                "limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "Page size."
+            ),
+            doc.query("cursor", {"type": "string"}, "next_cursor of the previous page."),
+            doc.query("contract", {"type": "string"}, "The contract, if the token has several."),
+            doc.header("DPoP", "A DPoP proof, for DPoP-bound tokens."),
+        ],
+        responses={
+            200: doc.json_content(_RECORDS, "One release: protected records, one audit entry."),
+            404: doc.problem("No such vehicle among those the token covers."),
+            **errors,
+        },
+    )
+    doc.route(
+        app,
+        "GET",
+        "/v1/recipient/notices",
+        notices,
+        summary="Notices: grants that ended, whose data must be erased",
+        tag="recipient",
+        security=security,
+        parameters=[
+            doc.query("status", {"enum": ["pending", "all"]}, "pending (default) or all."),
+            doc.query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size."),
+            doc.query("cursor", {"type": "string"}, "next_cursor of the previous page."),
+        ],
+        responses={200: doc.json_content(_NOTICES, "The notices, oldest first."), **errors},
+    )
+    doc.route(
+        app,
+        "POST",
+        "/v1/recipient/notices/{notice}/acknowledgement",
+        acknowledge,
+        summary="Confirm that a notice's data was erased (audited)",
+        tag="recipient",
+        security=security,
+        parameters=[doc.path_param("notice", {"type": "string"}, "The notice's id.")],
+        responses={
+            200: doc.json_content(_NOTICE, "The acknowledged notice."),
+            404: doc.problem("No such notice for this recipient."),
+            **errors,
+        },
+    )
+    doc.route(
+        app,
+        "POST",
+        "/v1/recipient/eligibility",
+        eligibility,
+        summary="Which categories a vehicle can provide (no data), before sign-up",
+        tag="recipient",
+        security=security,
+        request_body=doc.json_body(doc.schema_ref(ELIGIBILITY_SCHEMA)),
+        responses={
+            200: doc.json_content(_ELIGIBILITY, "The categories (audited)."),
+            422: doc.problem("The body does not match the schema."),
+            **errors,
+        },
+    )
+    doc.route(
+        app,
+        "GET",
+        "/v1/recipient/exports/{contract}",
+        export,
+        summary="A periodic export of a population (e.g. the OBFCM report)",
+        tag="recipient",
+        security=security,
+        parameters=[
+            doc.path_param("contract", {"type": "string"}, "A contract with the export channel."),
+            doc.query("since", {"type": "string", "format": "date-time"}, "Period start."),
+            doc.query("until", {"type": "string", "format": "date-time"}, "Period end."),
+        ],
+        responses={200: doc.json_content(_EXPORT, "The export (one audit entry)."), **errors},
+    )
+
+
+def export_document(release: Release, contract: Contract) -> dict[str, Any]:
+    """The export file: the released records per vehicle, and what was skipped and why."""
+    skipped: dict[str, int] = {}
+    for withheld in release.withheld:
+        skipped[withheld.reason.code] = skipped.get(withheld.reason.code, 0) + 1
+    return {
+        "contract": contract.id,
+        "contract_version": contract.version,
+        "legal_basis": contract.legal_basis.value,
+        "since": format_instant(release.request.since),
+        "until": format_instant(release.request.until),
+        "vehicles": len(release.vehicle_refs),
+        "records": list(release.payload.records),
+        "skipped": skipped,
+        "release": {"audit_seq": release.audit_seq, "digest": release.digest},
+    }
+
+
+# -- parameters -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _RecordQuery:
+    categories: frozenset[str]
+    since: datetime
+    until: datetime
+    limit: int
+    cursor: str | None
+    contract: str | None
+
+    @classmethod
+    def parse(cls, request: web.Request, now: datetime) -> _RecordQuery:
+        until = _instant_param(request, "until", now)
+        since = _instant_param(request, "since", until - DEFAULT_RANGE)
+        if since >= until:
+            raise BadRequest("since must be before until")
+        categories = frozenset(request.query.getall("category", []))
+        if any(not c or len(c) > 64 for c in categories):
+            raise BadRequest("a category is a catalogue id such as vehicle.status")
+        return cls(
+            categories=categories,
+            since=since,
+            until=until,
+            limit=_int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
+            cursor=request.query.get("cursor"),
+            contract=request.query.get("contract"),
+        )
+
+    def _binding(self, handle: str, contract: str, categories: frozenset[str]) -> str:
+        parts = (handle, contract, ",".join(sorted(categories)))
+        text = "|".join((*parts, format_instant(self.since), format_instant(self.until)))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def cursor_position(
+        self, handle: str, contract: str, categories: frozenset[str]
+    ) -> tuple[datetime, str] | None:
+        if self.cursor is None:
+            return None
+        data = _decode(self.cursor)
+        if data.get("q") != self._binding(handle, contract, categories):
+            raise BadRequest("the cursor belongs to another query: repeat the same parameters")
+        try:
+            return parse_instant(str(data["a"])), str(data["i"])
+        except (KeyError, ValueError) as exc:
+            raise BadRequest("the cursor is not one this API issued") from exc
+
+    def cursor_for(
+        self,
+        position: tuple[datetime, str],
+        handle: str,
+        contract: str,
+        categories: frozenset[str],
+    ) -> str:
+        at, record_id = position
+        return _encode(
+            {
+                "a": format_instant(at),
+                "i": record_id,
+                "q": self._binding(handle, contract, categories),
+            }
+        )
+
+
+def _instant_param(request: web.Request, name: str, default: datetime) -> datetime:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise BadRequest(f"{name} is not an RFC 3339 instant with a time zone") from exc
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}")
+    return int(text)
+
+
+def _encode(data: dict[str, Any]) -> str:
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> dict[str, Any]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError) as exc:
+        raise BadRequest("the cursor is not one this API issued") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("the cursor is not one this API issued")
+    return data
+
+
+def _notice_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    if cursor is None:
+        return None
+    data = _decode(cursor)
+    try:
+        return parse_instant(str(data["a"])), str(data["i"])
+    except (KeyError, ValueError) as exc:
+        raise BadRequest("the cursor is not one this API issued") from exc
+
+
+def _next_query(request: web.Request, cursor: str) -> str:
+    from urllib.parse import urlencode
+
+    pairs = [(k, v) for k, v in request.query.items() if k != "cursor"]
+    return urlencode([*pairs, ("cursor", cursor)])
+
+
+async def _json_body(request: web.Request, documents: DocumentLibrary, schema: str) -> Any:
+    if request.content_type != "application/json":
+        raise BadRequest("send application/json")
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise BadRequest("the body is not valid JSON") from exc
+    errors = documents.schemas.errors(schema, body)
+    if errors:
+        raise InvalidBody(
+            "the body does not match the schema",
+            errors=[e.as_dict() for e in errors],
+        )
+    return body
+
+
+class InvalidBody(BrokerError):
+    code = "invalid_body"
+    status = 422
+    title = "Invalid request body"
+
+
+def _insufficient(detail: str) -> BrokerError:
+    from broker.http.oauth import InsufficientScope
+
+    return InsufficientScope(detail)
+
+
+def _require_sender_constraint(contract: Contract, token: TokenContext) -> None:
+    if contract.sender_constraint == "dpop" and token.dpop_jkt is None:
+        from broker.http.oauth import TokenRefused
+
+        raise challenge(
+            TokenRefused("this contract requires DPoP-bound tokens (RFC 9449)"),
+            error="invalid_token",
+            dpop=True,
+        )
+
+
+_NOT_FOUND_CODES = frozenset({"no_grant"})
+
+
+def _denial_problem(denial: Denial) -> BrokerError:
+    codes = denial.codes
+    if codes and all(code in _NOT_FOUND_CODES for code in codes):
+        return VehicleNotFound("no vehicle with this identifier is covered by your grants")
+    reasons = [
+        {"code": r.code, "message": r.message, **({"category": r.category} if r.category else {})}
+        for r in denial.reasons
+        if r.code not in _NOT_FOUND_CODES
+    ]
+    detail = "; ".join(r.text() for r in denial.reasons if r.code not in _NOT_FOUND_CODES)
+    return ReleaseDenied(detail or "nothing may be released", reasons=reasons)
+
+
+def _withheld(withheld: Any) -> dict[str, Any]:
+    reason = withheld.reason
+    out: dict[str, Any] = {"code": reason.code, "message": reason.message}
+    if reason.category:
+        out["category"] = reason.category
+    if reason.count:
+        out["count"] = reason.count
+    return out
+
+
+def _notice(notice: NoticeRow) -> dict[str, Any]:
+    return {
+        "id": notice.id,
+        "kind": notice.kind,
+        "grant": notice.grant_id,
+        "contract": notice.contract_id,
+        "vehicle": notice.vehicle_ref,
+        "reason": notice.reason,
+        "erase": True,
+        "erase_by": format_instant(notice.erase_by) if notice.erase_by else None,
+        "created_at": format_instant(notice.created_at),
+        "acknowledged_at": format_instant(notice.acknowledged_at)
+        if notice.acknowledged_at
+        else None,
+    }
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_default, ensure_ascii=False)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_instant(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# -- response schemas (documentation) -------------------------------------------------------
+
+_STRING = {"type": "string"}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_VEHICLES = {
+    "type": "object",
+    "required": ["vehicles"],
+    "properties": {
+        "vehicles": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "vehicle": _STRING,
+                    "contract": _STRING,
+                    "grant": _STRING,
+                    "categories": {"type": "array", "items": _STRING},
+                    "since": _STRING,
+                    "valid_until": _NULLABLE_STRING,
+                    "location_precision": _NULLABLE_STRING,
+                    "sender_constraint": _NULLABLE_STRING,
+                },
+            },
+        }
+    },
+}
+_RECORDS = {
+    "type": "object",
+    "required": ["vehicle", "contract", "records", "next_cursor", "release"],
+    "properties": {
+        "vehicle": _STRING,
+        "contract": _STRING,
+        "protection": _STRING,
+        "since": _STRING,
+        "until": _STRING,
+        "records": {"type": "array", "items": {"type": "object"}},
+        "withheld": {"type": "array", "items": {"type": "object"}},
+        "next_cursor": _NULLABLE_STRING,
+        "release": {
+            "type": "object",
+            "properties": {"audit_seq": {"type": "integer"}, "digest": _STRING},
+        },
+    },
+}
+_NOTICE = {
+    "type": "object",
+    "properties": {
+        "id": _STRING,
+        "kind": _STRING,
+        "grant": _STRING,
+        "contract": _STRING,
+        "vehicle": _NULLABLE_STRING,
+        "reason": _STRING,
+        "erase": {"type": "boolean"},
+        "erase_by": _NULLABLE_STRING,
+        "created_at": _STRING,
+        "acknowledged_at": _NULLABLE_STRING,
+    },
+}
+_NOTICES = {
+    "type": "object",
+    "properties": {
+        "notices": {"type": "array", "items": _NOTICE},
+        "next_cursor": _NULLABLE_STRING,
+    },
+}
+_ELIGIBILITY = {
+    "type": "object",
+    "properties": {
+        "contract": _STRING,
+        "eligible": {"type": "boolean"},
+        "categories": {"type": "array", "items": _STRING},
+    },
+}
+_EXPORT = {
+    "type": "object",
+    "properties": {
+        "contract": _STRING,
+        "legal_basis": _STRING,
+        "since": _STRING,
+        "until": _STRING,
+        "vehicles": {"type": "integer"},
+        "records": {"type": "array", "items": {"type": "object"}},
+        "skipped": {"type": "object", "additionalProperties": {"type": "integer"}},
+    },
+}
