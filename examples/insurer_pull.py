@@ -22,7 +22,7 @@ import json
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any
 
 import httpx2 as httpx
@@ -37,9 +37,15 @@ SCOPE = "vehicle.status:read vehicle.position:read"
 class DpopKey:
     """The client's DPoP key pair (EC P-256) and the proofs it signs."""
 
-    def __init__(self, private_key: ec.EllipticCurvePrivateKey | None = None) -> None:
+    def __init__(
+        self,
+        private_key: ec.EllipticCurvePrivateKey | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.private_key = private_key or ec.generate_private_key(ec.SECP256R1())
-        self.public_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.private_key.public_key()))
+        self.clock = clock
+        public = self.private_key.public_key()
+        self.public_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(public))
         self.nonce: str | None = None  # the server's latest DPoP-Nonce, if it asks for one
 
     def proof(self, method: str, url: str, access_token: str | None = None) -> str:
@@ -47,7 +53,7 @@ class DpopKey:
             "jti": secrets.token_urlsafe(16),
             "htm": method.upper(),
             "htu": url.split("?", 1)[0].split("#", 1)[0],
-            "iat": int(time.time()),
+            "iat": int(self.clock()),
         }
         if access_token is not None:
             import base64
@@ -74,9 +80,7 @@ class DpopTokenAuth(OAuth2Auth):  # type: ignore[misc]
         access_token = self.token["access_token"]
         for _ in range(2):
             request.headers["Authorization"] = f"DPoP {access_token}"
-            request.headers["DPoP"] = self.key.proof(
-                request.method, str(request.url), access_token
-            )
+            request.headers["DPoP"] = self.key.proof(request.method, str(request.url), access_token)
             response = yield request
             nonce = response.headers.get("DPoP-Nonce")
             if nonce:
@@ -176,13 +180,14 @@ async def main(argv: list[str] | None = None) -> int:
         redirect_uri=args.redirect_uri,
         scope=SCOPE,
         code_challenge_method="S256",
-        token_endpoint_auth_method="client_secret_basic",
+        token_endpoint_auth_method="client_secret_basic",  # noqa: S106 (a method name)
     ) as client:
         url, _state = client.create_authorization_url(
             meta["authorization_endpoint"], code_verifier=verifier
         )
         print(f"Open this address, log in and consent:\n  {url}")
-        answer = input("Paste the address your browser was sent to: ").strip()
+        prompt = "Paste the address your browser was sent to: "
+        answer = (await asyncio.to_thread(input, prompt)).strip()
         await client.fetch_token(
             meta["token_endpoint"], authorization_response=answer, code_verifier=verifier
         )

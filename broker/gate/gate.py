@@ -310,10 +310,11 @@ class Gate:
             since=request.since,
             until=request.until,
             after=request.after,
-            limit=request.limit,
+            limit=request.limit + 1 if request.limit is not None else None,
         )
         next_after = None
-        if request.limit is not None and len(stored) == request.limit and stored:
+        if request.limit is not None and len(stored) > request.limit:
+            stored = stored[: request.limit]  # one more was read only to know a next page exists
             next_after = (stored[-1].recorded_at, stored[-1].id)
         released: list[SourceRecord] = []
         outside: dict[tuple[str, str], int] = defaultdict(int)

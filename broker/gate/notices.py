@@ -120,7 +120,7 @@ def acknowledge(
                 contract_id=notice.contract_id,
                 grant_ids=(notice.grant_id,),
                 channel="notice",
-                decision="acknowledged",
+                decision="recorded",
                 reasons=(f"erasure confirmed by {by}"[:200],),
                 subject_ref=notice.grant_id,
                 details={"notice": notice.id, "kind": notice.kind},

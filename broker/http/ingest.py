@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from broker.errors import BadRequest, PayloadTooLarge
+from broker.http import openapi as doc
 from broker.http.oauth import require_token
 from broker.ingest.service import REJECTED, BatchResult, IngestService, RawItem, RecordResult
 from broker.oauth.scopes import INGEST
@@ -56,7 +57,56 @@ def add_routes(
         body = {"summary": summary, "results": [r.as_dict() for r in listed]}
         return web.json_response(body, status=207 if summary["rejected"] else 200)
 
-    app.router.add_post("/v1/ingest/records", ingest)
+    record = doc.schema_ref("urn:vehicle-data-broker:schema:telemetry-record")
+    doc.route(
+        app,
+        "POST",
+        "/v1/ingest/records",
+        ingest,
+        summary="Telemetry from the car maker's backend (JSON or NDJSON batches)",
+        tag="ingest",
+        security=[("ingest", [INGEST])],
+        request_body={
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"type": "array", "items": record, "maxItems": MAX_JSON_RECORDS},
+                            {
+                                "type": "object",
+                                "required": ["records"],
+                                "properties": {
+                                    "records": {
+                                        "type": "array",
+                                        "items": record,
+                                        "maxItems": MAX_JSON_RECORDS,
+                                    }
+                                },
+                            },
+                        ]
+                    }
+                },
+                "application/x-ndjson": {"schema": record},
+            },
+        },
+        responses={
+            200: doc.json_content(_RESULTS, "Every record stored, a duplicate or withheld."),
+            207: doc.json_content(_RESULTS, "Some records were rejected (see each result)."),
+            **doc.BEARER_ERRORS,
+            413: doc.problem("The body is too large."),
+            415: doc.problem("Neither JSON nor NDJSON."),
+        },
+    )
+
+
+_RESULTS = {
+    "type": "object",
+    "properties": {
+        "summary": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "results": {"type": "array", "items": {"type": "object"}},
+    },
+}
 
 
 async def _read_capped(request: web.Request, max_bytes: int) -> bytes:

@@ -20,6 +20,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiMapping
 
 from broker.errors import BrokerError
+from broker.http import openapi as doc
 from broker.oauth import jose
 from broker.oauth.dpop import DpopRefused
 from broker.oauth.server import (
@@ -119,11 +120,106 @@ def add_routes(app: web.Application, *, server: ServerGetter) -> None:
 
         return handle
 
-    app.router.add_get("/.well-known/oauth-authorization-server", well_known)
-    app.router.add_get("/oauth/jwks", jwks)
-    app.router.add_post("/oauth/token", token)
-    app.router.add_post("/oauth/revoke", endpoint("revocation"))
-    app.router.add_post("/oauth/introspect", endpoint("introspection"))
+    json_object = {"type": "object"}
+    client_auth: list[tuple[str, list[str]]] = [("client", [])]
+    doc.route(
+        app,
+        "GET",
+        "/.well-known/oauth-authorization-server",
+        well_known,
+        summary="Authorization server metadata (RFC 8414)",
+        tag="oauth",
+        responses={200: doc.json_content(json_object, "The metadata.")},
+    )
+    doc.route(
+        app,
+        "GET",
+        "/oauth/jwks",
+        jwks,
+        summary="The keys that sign access tokens (JWK Set)",
+        tag="oauth",
+        responses={200: doc.json_content(json_object, "The JWK Set.")},
+    )
+    doc.route(
+        app,
+        "POST",
+        "/oauth/token",
+        token,
+        summary="Tokens: authorization code, client credentials, refresh (RFC 6749; DPoP)",
+        tag="oauth",
+        security=client_auth,
+        parameters=[doc.header("DPoP", "A DPoP proof: binds the token to its key (RFC 9449).")],
+        request_body=doc.form_body(
+            {
+                "grant_type": {
+                    "enum": ["authorization_code", "client_credentials", "refresh_token"]
+                },
+                "code": {"type": "string"},
+                "code_verifier": {"type": "string"},
+                "redirect_uri": {"type": "string"},
+                "refresh_token": {"type": "string"},
+                "scope": {"type": "string"},
+                "client_id": {"type": "string"},
+                "client_assertion_type": {"type": "string"},
+                "client_assertion": {"type": "string"},
+            },
+            required=["grant_type"],
+        ),
+        responses={
+            200: doc.json_content(_TOKEN_RESPONSE, "The token response."),
+            400: doc.oauth_error("An RFC 6749 error (or invalid_dpop_proof, use_dpop_nonce)."),
+            401: doc.oauth_error("invalid_client."),
+        },
+    )
+    doc.route(
+        app,
+        "POST",
+        "/oauth/revoke",
+        endpoint("revocation"),
+        summary="Token revocation (RFC 7009)",
+        tag="oauth",
+        security=client_auth,
+        request_body=doc.form_body(
+            {"token": {"type": "string"}, "token_type_hint": {"type": "string"}},
+            required=["token"],
+        ),
+        responses={
+            200: {"description": "Revoked (or unknown: the answer is the same)."},
+            400: doc.oauth_error("Malformed request."),
+            401: doc.oauth_error("invalid_client."),
+        },
+    )
+    doc.route(
+        app,
+        "POST",
+        "/oauth/introspect",
+        endpoint("introspection"),
+        summary="Token introspection (RFC 7662)",
+        tag="oauth",
+        security=client_auth,
+        request_body=doc.form_body(
+            {"token": {"type": "string"}, "token_type_hint": {"type": "string"}},
+            required=["token"],
+        ),
+        responses={
+            200: doc.json_content(json_object, "The token's state: {active: false} if not."),
+            400: doc.oauth_error("Malformed request."),
+            401: doc.oauth_error("invalid_client."),
+        },
+    )
+
+
+_TOKEN_RESPONSE = {
+    "type": "object",
+    "required": ["access_token", "token_type", "expires_in"],
+    "properties": {
+        "access_token": {"type": "string"},
+        "token_type": {"enum": ["Bearer", "DPoP"]},
+        "expires_in": {"type": "integer"},
+        "refresh_token": {"type": "string"},
+        "scope": {"type": "string"},
+    },
+}
 
 
 def _invalid_request(description: str) -> web.HTTPBadRequest:

@@ -128,7 +128,7 @@ class ApiDescription:
         for (method, path), operation in sorted(self.operations.items()):
             paths.setdefault(path, {})[method.lower()] = operation.document()
         components: dict[str, Any] = {
-            name: _localise(schema) for name, schema in _components(schemas).items()
+            name: _localise(schema, name) for name, schema in _components(schemas).items()
         }
         components["Problem"] = _PROBLEM_SCHEMA
         components["OAuthError"] = _OAUTH_ERROR_SCHEMA
@@ -282,35 +282,37 @@ def _components(schemas: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[s
     return dict(sorted(out.items()))
 
 
-def _localise(schema: Mapping[str, Any]) -> dict[str, Any]:
+def _localise(schema: Mapping[str, Any], name: str) -> dict[str, Any]:
     """The schema with ``$id``/``$schema`` dropped and every reference made document-local."""
     node = copy.deepcopy(dict(schema))
     node.pop("$id", None)
     node.pop("$schema", None)
-    return _rewrite(node)  # type: ignore[no-any-return]
+    return _rewrite(node, name)  # type: ignore[no-any-return]
 
 
-def _rewrite(node: Any) -> Any:
+def _rewrite(node: Any, name: str) -> Any:
     if isinstance(node, dict):
         out = {}
         for key, value in node.items():
             if key == "$ref" and isinstance(value, str):
-                out[key] = _local_ref(value)
+                out[key] = _local_ref(value, name)
             elif key == "$id":
                 continue
             else:
-                out[key] = _rewrite(value)
+                out[key] = _rewrite(value, name)
         return out
     if isinstance(node, list):
-        return [_rewrite(v) for v in node]
+        return [_rewrite(v, name) for v in node]
     return node
 
 
-def _local_ref(ref: str) -> str:
+def _local_ref(ref: str, name: str) -> str:
+    """A reference (to another schema by its ``$id``, or within this one by a JSON
+    pointer) as a pointer into this document's components."""
     base, _, fragment = ref.partition("#")
-    if not base:
-        raise BrokerError(f"a schema uses a document-relative reference: {ref}")
-    target = f"#/components/schemas/{component_name(base)}"
+    if base and not base.startswith("urn:vehicle-data-broker:"):
+        raise BrokerError(f"a schema uses a relative reference the document cannot hold: {ref}")
+    target = f"#/components/schemas/{component_name(base) if base else name}"
     return target + fragment if fragment else target
 
 

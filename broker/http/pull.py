@@ -190,7 +190,10 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
         categories = query.categories or frozenset(
             c for c in contract.category_ids if f"{c}:read" in token.scopes
         )
-        missing = sorted(c for c in categories if f"{c}:read" not in token.scopes)
+        # Categories outside the contract go on to the gate, which refuses (and audits) them.
+        missing = sorted(
+            c for c in categories & contract.category_ids if f"{c}:read" not in token.scopes
+        )
         if missing:
             raise challenge(
                 _insufficient(f"the token lacks the scope {missing[0]}:read"),
