@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/broker demo
 
-## Lint, type-check, check the architecture contracts, and run every test.
+## Lint, type-check, check the architecture contracts, and run every test
+## (the browser tests need Debian's chromium: installed here when missing).
 test: $(STAMP) check
+	.ci/ensure-chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: $(STAMP)

@@ -31,7 +31,10 @@ from broker.gate.notices import issue_notice
 from broker.gate.revocation import RevocationListeners
 from broker.http import api as api_routes
 from broker.http import ingest as ingest_routes
+from broker.http import me as me_routes
 from broker.http import oauth as oauth_routes
+from broker.http import pull as pull_routes
+from broker.http import webhooks as webhook_routes
 from broker.http.app import create_app
 from broker.http.openapi import add_document_route
 from broker.ingest.service import IngestService
@@ -41,6 +44,7 @@ from broker.oauth.revocation import revoke_grant_tokens
 from broker.oauth.scopes import supported_scopes
 from broker.oauth.server import BrokerAuthorizationServer
 from broker.protection.keys import generate_master_key, load_master_key
+from broker.services.customer_app import CustomerApp
 from broker.services.grants import GrantService
 from broker.settings import Settings
 from broker.store.database import Database
@@ -48,7 +52,12 @@ from broker.store.migrate import check_known, head_revision, upgrade
 from broker.transfer.adequacy import AdequacyTable
 from broker.vault.vault import Vault
 from broker.web.consent import add_consent_routes
+from broker.web.customer_app import add_customer_app_routes
 from broker.web.routes import add_web_routes
+from broker.webhooks.events import on_grant_ended
+from broker.webhooks.grants import AnnouncingGrantService
+from broker.webhooks.runner import egress_policy, run_worker
+from broker.webhooks.subscriptions import WebhookSubscriptions
 from connectors.mqtt_ingest import MqttSettings, start_mqtt_ingest
 
 log = logging.getLogger(__name__)
@@ -71,6 +80,8 @@ class Broker:
     vault: Vault
     ingest: IngestService
     oauth: BrokerAuthorizationServer
+    customer_app: CustomerApp
+    webhooks: WebhookSubscriptions
 
     def audit_signer(self) -> CheckpointSigner:
         return CheckpointSigner.from_file(self.audit_key_file)
@@ -126,6 +137,7 @@ def open_broker(settings: Settings, *, clock: Clock | None = None) -> Broker:
     listeners = RevocationListeners()
     listeners.register("notice", lambda session, ended: issue_notice(session, ended, keyring))
     listeners.register("oauth-tokens", revoke_grant_tokens)
+    listeners.register("webhooks", on_grant_ended)
     oauth = BrokerAuthorizationServer(
         database=database,
         clock=clock,
@@ -137,6 +149,10 @@ def open_broker(settings: Settings, *, clock: Clock | None = None) -> Broker:
     )
     gate = Gate(database=database, clock=clock, adequacy=adequacy, keyring=keyring, vault=vault)
     ingest = IngestService(database=database, documents=documents, clock=clock, vault=vault)
+    grants = AnnouncingGrantService(listeners)  # a GrantService announcing to webhooks
+    customer_app = CustomerApp(
+        grants=grants, documents=documents, adequacy=adequacy, vault=vault, keyring=keyring
+    )
     return Broker(
         settings=settings,
         clock=clock,
@@ -145,12 +161,20 @@ def open_broker(settings: Settings, *, clock: Clock | None = None) -> Broker:
         adequacy=adequacy,
         keyring=keyring,
         listeners=listeners,
-        grants=GrantService(listeners),
+        grants=grants,
         gate=gate,
         audit_key_file=audit_key_file,
         vault=vault,
         ingest=ingest,
         oauth=oauth,
+        customer_app=customer_app,
+        webhooks=WebhookSubscriptions(
+            database=database,
+            documents=documents,
+            vault=vault,
+            clock=clock,
+            policy=egress_policy(settings),
+        ),
     )
 
 
@@ -186,10 +210,14 @@ def create_web_app(settings: Settings, *, clock: Clock | None = None) -> web.App
     )
     oauth_routes.add_routes(app, server=lambda: runtime.require().oauth)
     api_routes.add_routes(app, runtime=lambda: runtime.require())
+    pull_routes.add_routes(app, runtime=lambda: runtime.require())
+    me_routes.add_routes(app, runtime=lambda: runtime.require())
+    webhook_routes.add_routes(app, runtime=lambda: runtime.require())
     # One CSRF key for every process of this broker: derived from the master key.
     csrf_key = hmac.new(master_key(settings), b"vehicle-data-broker/csrf/v1", "sha256").digest()
     add_web_routes(app, runtime_getter=lambda: runtime.require(), csrf_key=csrf_key)
     add_consent_routes(app, runtime=lambda: runtime.require())
+    add_customer_app_routes(app, runtime=lambda: runtime.require())
     add_document_route(app, schemas=lambda: _schemas(runtime.require().documents))
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
@@ -204,6 +232,8 @@ def create_web_app(settings: Settings, *, clock: Clock | None = None) -> web.App
     app.cleanup_ctx.append(lifecycle)
     app.cleanup_ctx.append(_periodic_purge(runtime))
     app.cleanup_ctx.append(_mqtt_ingest(runtime, settings))
+    if settings.webhook_worker:
+        app.cleanup_ctx.append(_webhook_worker(runtime))
     return app
 
 
@@ -260,6 +290,22 @@ def _periodic_purge(
             yield
         finally:
             task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return context
+
+
+def _webhook_worker(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A webhook delivery worker while serving (``BROKER_WEBHOOK_WORKER=0`` turns it off)."""
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_worker(runtime.require(), stop), name="webhooks")
+        try:
+            yield
+        finally:
+            stop.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 

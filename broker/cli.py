@@ -104,6 +104,19 @@ def _parser() -> argparse.ArgumentParser:
         help="run on PostgreSQL (a scratch database is created there and dropped)",
     )
 
+    webhooks = commands.add_parser("webhooks", help="webhook deliveries (fleet operators)")
+    webhook_commands = webhooks.add_subparsers(
+        dest="webhooks_command", required=True, parser_class=_Parser
+    )
+    webhook_commands.add_parser(
+        "worker", help="deliver queued webhook messages until stopped (run as many as you like)"
+    )
+    replay = webhook_commands.add_parser("replay", help="queue dead letters again")
+    replay.add_argument("--subscription", help="only this subscription's dead letters")
+    replay.add_argument("--message", action="append", default=[], help="only this webhook-id")
+    dead = webhook_commands.add_parser("dead-letters", help="list dead letters")
+    dead.add_argument("--subscription")
+
     demo = commands.add_parser("demo", help="load the demo seed, make telemetry, and serve")
     demo.add_argument("--no-serve", action="store_true", help="prepare and exit")
     demo.add_argument("--host")
@@ -239,6 +252,8 @@ def _with_broker(args: argparse.Namespace, settings: Settings) -> int:
             for line in lines:
                 print(line, file=sys.stdout if ok else sys.stderr)
             return EXIT_OK if ok else EXIT_FAILED
+        if args.command == "webhooks":
+            return commands.webhooks(broker, args)
         if args.command == "grants" and args.grants_command == "expire":
             print(f"expired {commands.expire_grants(broker)} grant(s)")
             return EXIT_OK

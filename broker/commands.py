@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from broker.settings import Settings
 from broker.store import audit as audit_store
 from broker.store import contracts as contract_store
 from broker.store import grants as grant_store
+from broker.store import webhooks as webhook_store
 from broker.store.database import Database
 from broker.store.migrate import check_known, head_revision, upgrade
 
@@ -147,3 +150,34 @@ def purge(broker: Broker) -> dict[str, dict[str, object]]:
         write=True,
     )
     return report.as_dict()
+
+
+def webhooks(broker: Broker, args: argparse.Namespace) -> int:
+    """``worker``: deliver until SIGTERM; ``replay``: re-queue dead letters; ``dead-letters``."""
+    if args.webhooks_command == "worker":
+        from broker.webhooks.runner import run_until_signalled
+
+        asyncio.run(run_until_signalled(broker))
+        return 0
+    if args.webhooks_command == "replay":
+        now = broker.clock.now()
+        count = broker.database.run_sync(
+            lambda s: webhook_store.replay(
+                s, now=now, subscription_id=args.subscription, message_ids=args.message
+            ),
+            write=True,
+        )
+        print(f"queued {count} dead letter(s) again")
+        return 0
+    rows = broker.database.run_sync(
+        lambda s: webhook_store.messages(
+            s, subscription_id=args.subscription, state=webhook_store.DEAD
+        )
+    )
+    for row in rows:
+        print(
+            f"{row.id}\t{row.subscription_id}\t{row.event_type}\t{row.attempts}\t{row.last_error}"
+        )
+    if not rows:
+        print("no dead letters")
+    return 0

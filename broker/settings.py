@@ -48,6 +48,11 @@ class Settings:
     master_key_file: Path = Path("var/master.key")
     audit_key_file: Path = Path("var/audit-signing.key")
     oauth_keys_dir: Path = Path("var/oauth-keys")
+    webhook_allow_http_loopback: bool = False  # development only: http:// to 127.0.0.1/::1
+    webhook_worker: bool = True  # deliver webhooks inside ``broker serve``
+    webhook_lease_seconds: int = 60
+    webhook_concurrency: int = 16
+    webhook_timeout_seconds: float = 10.0
 
     @property
     def issuer(self) -> str:
@@ -83,6 +88,19 @@ class Settings:
                 master_key_file=Path(env.get("BROKER_MASTER_KEY_FILE", str(base.master_key_file))),
                 audit_key_file=Path(env.get("BROKER_AUDIT_KEY_FILE", str(base.audit_key_file))),
                 oauth_keys_dir=Path(env.get("BROKER_OAUTH_KEYS_DIR", str(base.oauth_keys_dir))),
+                webhook_allow_http_loopback=_flag(
+                    env.get("BROKER_WEBHOOK_ALLOW_HTTP_LOOPBACK"), base.webhook_allow_http_loopback
+                ),
+                webhook_worker=_flag(env.get("BROKER_WEBHOOK_WORKER"), base.webhook_worker),
+                webhook_lease_seconds=int(
+                    env.get("BROKER_WEBHOOK_LEASE_SECONDS", base.webhook_lease_seconds)
+                ),
+                webhook_concurrency=int(
+                    env.get("BROKER_WEBHOOK_CONCURRENCY", base.webhook_concurrency)
+                ),
+                webhook_timeout_seconds=float(
+                    env.get("BROKER_WEBHOOK_TIMEOUT", base.webhook_timeout_seconds)
+                ),
             )
         except ValueError as exc:
             raise ConfigurationError(f"invalid setting: {exc}") from exc

@@ -1,8 +1,8 @@
-"""The token-protected APIs' first endpoints: who the token speaks for, and what it covers.
+"""``GET /v1/recipient/grants``: which grants a recipient's token covers.
 
-``GET /v1/me`` (customer app tokens) and ``GET /v1/recipient/grants``
-(recipient tokens) exist so that every cell of the authorization matrix can be
-exercised over HTTP; the pull API and the customer app build on them.
+It exists so that every cell of the authorization matrix can be exercised over
+HTTP; the pull API builds on it. The customer app's ``/v1/me`` API is in
+:mod:`broker.http.me`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from aiohttp import web
 from broker.clock import Clock, format_instant
 from broker.domain.grants import Grant
 from broker.http.oauth import require_token
+from broker.http.openapi import BEARER_ERRORS, json_content, route
 from broker.oauth.server import BrokerAuthorizationServer, TokenKind
 from broker.store import grants as grant_store
-from broker.store import parties as party_store
 from broker.store.database import Database
 
 
@@ -28,14 +28,6 @@ class ApiRuntime(Protocol):
 
 
 def add_routes(app: web.Application, *, runtime: Callable[[], ApiRuntime]) -> None:
-    async def me(request: web.Request) -> web.Response:
-        broker = runtime()
-        token = await require_token(request, broker.oauth, api="customer")
-        customer = await broker.database.read(lambda s: party_store.customer(s, token.subject))
-        if customer is None:
-            raise web.HTTPNotFound()
-        return web.json_response({"customer": customer.id, "language": customer.language.value})
-
     async def recipient_grants(request: web.Request) -> web.Response:
         broker = runtime()
         token = await require_token(request, broker.oauth, api="recipient")
@@ -47,8 +39,19 @@ def add_routes(app: web.Application, *, runtime: Callable[[], ApiRuntime]) -> No
             {"grants": [_describe(g, now) for g in grants if g.is_active(now)]}
         )
 
-    app.router.add_get("/v1/me", me)
-    app.router.add_get("/v1/recipient/grants", recipient_grants)
+    route(
+        app,
+        "GET",
+        "/v1/recipient/grants",
+        recipient_grants,
+        summary="The active grants the recipient's token covers",
+        tag="recipient",
+        security=[("recipient", [])],
+        responses={
+            200: json_content({"type": "object"}, "The grants the token covers."),
+            **BEARER_ERRORS,
+        },
+    )
 
 
 def _describe(grant: Grant, now: Any) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from broker.store.database import Database
 from broker.store.ingest import KnownVehicle
 from broker.store.telemetry_write import NewRecord, store_records, telemetry_aad
 from broker.vault.vault import Vault, customer_owner, vehicle_owner
+from broker.webhooks.events import announce_records
 
 RECORD_SCHEMA = "urn:vehicle-data-broker:schema:telemetry-record"
 POSITION = "vehicle.position"
@@ -197,6 +198,7 @@ class IngestService:
         store_records(
             session, [self._sealed(session, r, vehicles) for r in to_store], received_at=now
         )
+        announce_records(session, to_store, now=now)  # webhook events, in this transaction
         ingest_store.count_withheld(session, withheld, day=now.date(), reason="location_off")
         for index, (item, _) in enumerate(checked):
             result = results[index]

@@ -396,3 +396,68 @@ class RateWindowRow(SQLModel, table=True):
     window_start: datetime = Field(primary_key=True, sa_type=UTCDateTime)
     count: int = Field(default=0)
     expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
+class WebhookSubscriptionRow(SQLModel, table=True):
+    """A recipient's webhook endpoint (Standard Webhooks), its event types and secrets.
+
+    ``secrets`` is the signing secrets' JSON, encrypted under the broker's webhook
+    data key; a rotation keeps the previous secret until ``previous_until``.
+    Subscriptions are never deleted: ``status`` moves active -> disabled -> active,
+    or to ``deleted`` for good.
+    """
+
+    __tablename__ = "webhook_subscription"
+
+    id: str = Field(primary_key=True, max_length=64)
+    recipient_id: str = Field(foreign_key="recipient.id", max_length=64, index=True)
+    url: str = Field(max_length=2000)
+    description: str = Field(default="", max_length=500)
+    event_types: list[str] = _json_column()
+    status: str = Field(max_length=16)  # active | disabled | deleted
+    status_reason: str = Field(default="", max_length=300)
+    secrets: bytes = Field(sa_type=sa.LargeBinary)
+    previous_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    failing_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class WebhookMessageRow(SQLModel, table=True):
+    """One outbox message for one subscription: a reference to what happened, never data.
+
+    ``id`` is the ``webhook-id`` (stable across retries); ``seq`` orders messages;
+    ``order_key`` (the VIN, kept only here) keeps a vehicle's messages in order.
+    States: pending -> sending (claimed until ``claimed_until``) -> delivered |
+    pending (retry) | dead (schedule exhausted; replayable) | dropped (the gate
+    denied, or the subscription was deleted).
+    """
+
+    __tablename__ = "webhook_message"
+    __table_args__ = (
+        sa.Index("ix_webhook_message_due", "state", "next_attempt_at"),
+        sa.Index("ix_webhook_message_chain", "subscription_id", "order_key", "seq"),
+    )
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=64, unique=True)
+    subscription_id: str = Field(foreign_key="webhook_subscription.id", max_length=64)
+    recipient_id: str = Field(max_length=64)
+    contract_id: str | None = Field(default=None, max_length=64)
+    event_type: str = Field(max_length=64)
+    order_key: str = Field(max_length=64)
+    vin: str | None = Field(default=None, max_length=17)
+    category: str | None = Field(default=None, max_length=64)
+    since: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    grant_id: str | None = Field(default=None, max_length=64)
+    state: str = Field(max_length=16)
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = Field(sa_type=UTCDateTime)
+    claimed_by: str | None = Field(default=None, max_length=64)
+    claimed_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_status: int | None = Field(default=None)
+    last_error: str = Field(default="", max_length=300)
+    audit_seq: int | None = Field(default=None, sa_type=sa.BigInteger)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)

@@ -30,6 +30,7 @@ from broker.domain.contracts import Channel, Contract
 from broker.domain.grants import GrantAction
 from broker.domain.legal import Activation
 from broker.http.middleware import FORM_ACTION_ORIGINS
+from broker.http.openapi import form_body, html, query, redirect, route
 from broker.oauth.server import BrokerAuthorizationServer, OAuthResponse, Principal, oauth_request
 from broker.services.grants import GrantService
 from broker.store import contracts as contract_store
@@ -123,8 +124,52 @@ def add_consent_routes(app: web.Application, *, runtime: Callable[[], ConsentRun
             return await _answer(broker.oauth, url, params, None)  # declined: nothing created
         return await _approve(broker, url, params, customer_id, fields)
 
-    app.router.add_route("GET", "/oauth/authorize", authorize)
-    app.router.add_route("POST", "/oauth/authorize", authorize)
+    names = ", ".join(REQUEST_PARAMS)
+    route(
+        app,
+        "GET",
+        "/oauth/authorize",
+        authorize,
+        summary="Authorization endpoint (RFC 6749 section 4.1): the consent page",
+        description=f"Parameters: {names}. PKCE S256 is required for every client.",
+        tag="oauth",
+        security=[("session", [])],
+        parameters=[
+            query(name, {"type": "string"}, f"The authorization request's {name}.")
+            for name in REQUEST_PARAMS
+        ],
+        responses={
+            200: html("The consent page."),
+            302: redirect("The answer (code or error) at the client's redirect URI."),
+            303: redirect("Not logged in: to the login page, and back here afterwards."),
+            400: html("A request that cannot be answered at the client's redirect URI."),
+        },
+    )
+    route(
+        app,
+        "POST",
+        "/oauth/authorize",
+        authorize,
+        summary="The consent page's answer: approve (the grant is created) or decline",
+        tag="oauth",
+        security=[("session", [])],
+        request_body=form_body(
+            {
+                "csrf_token": {"type": "string"},
+                "decision": {"enum": ["approve", "decline"]},
+                "vehicle": {"type": "string"},
+                "category": {"type": "array", "items": {"type": "string"}},
+                "precision": {"enum": ["precise", "coarse"]},
+                **{name: {"type": "string"} for name in REQUEST_PARAMS},
+            },
+            required=["csrf_token", "decision"],
+        ),
+        responses={
+            302: redirect("The answer (code or access_denied) at the client's redirect URI."),
+            400: html("A request that cannot be answered at the client's redirect URI."),
+            403: html("The form came without its CSRF token, or from another site."),
+        },
+    )
 
 
 def _authorize_url(server: BrokerAuthorizationServer, params: dict[str, str]) -> str:

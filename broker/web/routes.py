@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from broker.http.openapi import form_body, html, path_param, problem, query, redirect, route
 from broker.web import WEB, WebContext, WebRuntime
 from broker.web import login as login_pages
 from broker.web.i18n import Catalogues
@@ -24,6 +25,7 @@ __all__ = ["WebRuntime", "add_web_routes"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_CACHE = "public, max-age=3600"
+TAG = "customer pages"
 
 
 def add_web_routes(
@@ -58,15 +60,81 @@ def add_web_routes(
         # The dummy hash for unknown logins is made now, not on the first failed login.
         await asyncio.to_thread(login_pages.dummy_hash)
 
-    app.router.add_get("/", home)
-    app.router.add_get("/login", login_pages.login_page)
-    app.router.add_post("/login", login_pages.login_submit)
-    app.router.add_post("/logout", login_pages.logout)
-    app.router.add_get("/static/{name}", static_file)
+    session: list[tuple[str, list[str]]] = [("session", [])]
+    page = html("The page.")
+    to_login = redirect("Not logged in: to the login page, and back here afterwards.")
+    refused = html("The form came without its CSRF token, or from another site.")
+    route(
+        app,
+        "GET",
+        "/",
+        home,
+        summary="The logged-in customer's start page",
+        tag=TAG,
+        security=session,
+        responses={200: page, 303: to_login},
+    )
+    route(
+        app,
+        "GET",
+        "/login",
+        login_pages.login_page,
+        summary="The login form",
+        tag=TAG,
+        parameters=[query("next", {"type": "string"}, "A local path to go to after login.")],
+        responses={200: page},
+    )
+    route(
+        app,
+        "POST",
+        "/login",
+        login_pages.login_submit,
+        summary="Log in (Argon2id password check, back-off per login name)",
+        tag=TAG,
+        request_body=form_body(
+            {
+                "csrf_token": {"type": "string"},
+                "login": {"type": "string", "maxLength": 128},
+                "password": {"type": "string"},
+                "next": {"type": "string"},
+            },
+            required=["csrf_token", "login", "password"],
+        ),
+        responses={
+            303: redirect("Logged in: to the form's next page."),
+            400: html("The form again, saying what is wrong."),
+            403: refused,
+            429: html("Too many failures for this login name: try again later."),
+        },
+    )
+    route(
+        app,
+        "POST",
+        "/logout",
+        login_pages.logout,
+        summary="Log out",
+        tag=TAG,
+        security=session,
+        request_body=form_body({"csrf_token": {"type": "string"}}, required=["csrf_token"]),
+        responses={303: redirect("Logged out: to the login page."), 403: refused},
+    )
+    route(
+        app,
+        "GET",
+        "/static/{name}",
+        static_file,
+        summary="The pages' stylesheets (served locally, cached for an hour)",
+        tag=TAG,
+        parameters=[path_param("name", {"type": "string"}, "The file name.")],
+        responses={
+            200: {"description": "The file.", "content": {"text/css": {"schema": {}}}},
+            404: problem("No such file."),
+        },
+    )
     app.on_startup.append(warm_up)
 
 
 async def home(request: web.Request) -> web.StreamResponse:
-    """``GET /``: the logged-in customer's start page (the data-sharing overview goes here)."""
+    """``GET /``: the logged-in customer's start page, leading to the customer app's pages."""
     await require_customer(request)
     return await render(request, "home.html")

@@ -1,0 +1,390 @@
+"""The delivery worker: claims outbox messages, asks the gate, signs, sends, records.
+
+At least once: a message is claimed for a lease, sent, and only then marked
+delivered; a worker that dies mid-way leaves its claims to expire and another
+worker sends them again under the same ``webhook-id``. Several workers (threads,
+processes, machines) share one outbox safely (see :func:`broker.store.webhooks.claim`).
+
+The gate decides at send time: a ``data.<category>`` message is a reference, and
+the payload sent is what :meth:`broker.gate.gate.Gate.release` releases for it
+now (sealed, checked with :func:`verify_release`). If the grant ended while the
+message waited, the gate denies (and audits the denial) and the message is
+dropped unsent. A failed attempt is retried on :mod:`broker.webhooks.schedule`;
+``410 Gone`` ends the subscription; an endpoint failing through the whole
+schedule, or for ``disable_after``, is disabled and its recipient told by an
+audited notice. Messages left over are dead letters, replayable
+(``broker webhooks replay``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session
+
+from broker import __version__
+from broker.audit.entry import AuditEntry
+from broker.clock import Clock, SystemClock, format_instant
+from broker.domain.contracts import Channel, Contract
+from broker.gate.gate import Gate
+from broker.gate.keyring import Keyring
+from broker.gate.release import Denial, ReleaseRequest, VehicleTarget, verify_release
+from broker.protection.protect import ProtectionContext, vehicle_reference
+from broker.store import audit as audit_store
+from broker.store import contracts as contract_store
+from broker.store import webhooks as webhook_store
+from broker.store.database import Database
+from broker.store.tables import WebhookMessageRow, WebhookSubscriptionRow
+from broker.vault.vault import Vault
+from broker.webhooks import events, signing
+from broker.webhooks.egress import Egress, Response
+from broker.webhooks.schedule import next_delay
+from broker.webhooks.secrets import SecretBox
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_DISABLED = "webhook_disabled"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    lease: timedelta = timedelta(seconds=60)
+    concurrency: int = 16
+    poll_seconds: float = 0.5
+    disable_after: timedelta = timedelta(days=5)
+
+
+@dataclass(frozen=True)
+class _Drop:
+    reason: str
+    audit_seq: int | None = None
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()[:30]}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        gate: Gate,
+        clock: Clock,
+        vault: Vault,
+        keyring: Keyring,
+        egress: Egress,
+        config: WorkerConfig | None = None,
+        name: str | None = None,
+        signing_clock: Clock | None = None,
+    ) -> None:
+        self.database = database
+        self.gate = gate
+        self.clock = clock
+        self.keyring = keyring
+        self.secrets = SecretBox(vault)
+        self.egress = egress
+        self.config = config or WorkerConfig()
+        self.name = name or worker_name()
+        # The signature's timestamp is checked by the receiver against its own wall clock.
+        self.signing_clock = signing_clock or SystemClock()
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Claim one batch of due messages and deliver them (concurrently); how many."""
+        claimed = await self._claim(self.config.concurrency)
+        await asyncio.gather(*(self.deliver(m) for m in claimed))
+        return len(claimed)
+
+    async def drain(self, *, rounds: int = 1000) -> int:
+        """Deliver until nothing is due (now, by this worker's clock); how many were handled."""
+        total = 0
+        for _ in range(rounds):
+            handled = await self.run_once()
+            if not handled:
+                break
+            total += handled
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set, up to ``concurrency`` messages in flight.
+
+        A slow endpoint holds one slot until its timeout; the other slots go on.
+        """
+        inflight: set[asyncio.Task[None]] = set()
+        try:
+            while not stop.is_set():
+                free = self.config.concurrency - len(inflight)
+                claimed: list[WebhookMessageRow] = []
+                if free > 0:
+                    try:
+                        claimed = await self._claim(free)
+                    except Exception:
+                        log.exception("claiming webhook messages failed; retrying")
+                for message in claimed:
+                    inflight.add(asyncio.create_task(self.deliver(message)))
+                if claimed and len(inflight) < self.config.concurrency:
+                    continue
+                stopping = asyncio.ensure_future(stop.wait())
+                done, _ = await asyncio.wait(
+                    {*inflight, stopping},
+                    timeout=self.config.poll_seconds,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                stopping.cancel()
+                inflight -= done
+        finally:
+            for task in inflight:
+                task.cancel()
+            for task in inflight:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _claim(self, limit: int) -> list[WebhookMessageRow]:
+        now = self.clock.now()
+        return await self.database.write(
+            lambda s: webhook_store.claim(
+                s, worker=self.name, now=now, lease=self.config.lease, limit=limit
+            )
+        )
+
+    # -- one message ------------------------------------------------------------------------
+
+    async def deliver(self, message: WebhookMessageRow) -> None:
+        """Send one claimed message and record what happened (errors leave it to its lease)."""
+        try:
+            await self._deliver(message)
+        except Exception:
+            log.exception("webhook delivery failed", extra={"webhook_id": message.id})
+
+    async def _deliver(self, message: WebhookMessageRow) -> None:
+        sub = await self.database.read(
+            lambda s: webhook_store.subscription(s, message.subscription_id)
+        )
+        if sub is None:
+            await self._finish(message, state=webhook_store.DROPPED, last_error="deleted")
+            return
+        built = await self._body(message, sub)
+        if isinstance(built, _Drop):
+            log.info("webhook message dropped", extra={"webhook_id": message.id})
+            await self._finish(
+                message,
+                state=webhook_store.DROPPED,
+                last_error=built.reason[:300],
+                audit_seq=built.audit_seq,
+            )
+            return
+        body, audit_seq = built
+        now = self.clock.now()
+        keys = await self.database.read(lambda s: self.secrets.signing(s, sub, now))
+        timestamp = int(self.signing_clock.now().timestamp())
+        headers = signing.headers(keys, message.id, timestamp, body) | {
+            "Content-Type": "application/json",
+            "User-Agent": f"vehicle-data-broker-webhooks/{__version__}",
+        }
+        response = await self.egress.post(sub.url, body, headers)
+        await self.database.write(lambda s: self._record(s, message, response, audit_seq))
+
+    async def _finish(self, message: WebhookMessageRow, **values: Any) -> None:
+        now = self.clock.now()
+        await self.database.write(
+            lambda s: webhook_store.finish(s, message.seq or 0, worker=self.name, now=now, **values)
+        )
+
+    async def _body(
+        self, message: WebhookMessageRow, sub: WebhookSubscriptionRow
+    ) -> tuple[bytes, int | None] | _Drop:
+        data: dict[str, Any]
+        audit_seq: int | None = None
+        if message.event_type.startswith(events.DATA_PREFIX):
+            released = await self._release(message)
+            if isinstance(released, _Drop):
+                return released
+            data, audit_seq = released
+        elif message.event_type == events.PING:
+            data = {"subscription": sub.id}
+        else:
+            found = await self.database.read(lambda s: self._reference(s, message))
+            if isinstance(found, _Drop):
+                return found
+            data = found
+        document = {
+            "type": message.event_type,
+            "timestamp": format_instant(message.created_at),
+            "data": data,
+        }
+        body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+        return body, audit_seq
+
+    async def _release(self, message: WebhookMessageRow) -> tuple[dict[str, Any], int] | _Drop:
+        contract_id = message.contract_id or ""
+        contract = await self.database.read(lambda s: contract_store.latest(s, contract_id))
+        if contract is None or not (message.vin and message.category and message.since):
+            return _Drop("no such contract or reference")
+        request = ReleaseRequest(
+            recipient_id=message.recipient_id,
+            contract_id=contract_id,
+            channel=Channel.WEBHOOK,
+            purpose=contract.purpose.code,
+            target=VehicleTarget(message.vin),
+            categories=frozenset({message.category}),
+            since=message.since,
+            until=message.until or message.since,
+        )
+        outcome = await self.gate.release(request)
+        if isinstance(outcome, Denial):
+            return _Drop("the gate denied: " + ", ".join(outcome.codes), outcome.audit_seq)
+        release = verify_release(outcome)
+        data = {
+            "contract": contract_id,
+            "category": message.category,
+            "since": format_instant(message.since),
+            "until": format_instant(request.until),
+            "decision": release.decision,
+            "grants": list(release.grant_ids),
+            "vehicles": list(release.vehicle_refs),
+            "protection": release.payload.level.value,
+            "records": list(release.payload.records),
+            "withheld": [
+                {"code": w.reason.code, "reason": w.reason.text(), "vehicle": w.vehicle_ref}
+                for w in release.withheld
+            ],
+            "audit_seq": release.audit_seq,
+        }
+        return data, release.audit_seq
+
+    def _reference(self, session: Session, message: WebhookMessageRow) -> dict[str, Any] | _Drop:
+        """A grant or fleet event: references only (the grant, the vehicle as the contract
+        identifies it to this recipient); a grant's end carries its audited notice."""
+        if message.event_type in (events.GRANT_ENDED, events.GRANT_EXPIRED) and message.grant_id:
+            notice = webhook_store.notice_for_grant(session, message.grant_id)
+            if notice is None:
+                return _Drop("no notice for the grant")
+            return {
+                "grant": notice.grant_id,
+                "contract": notice.contract_id,
+                "vehicle": notice.vehicle_ref,
+                "reason": notice.reason,
+                "erase": True,
+                "erase_by": format_instant(notice.erase_by) if notice.erase_by else None,
+                "notice": notice.id,
+                "audit_seq": notice.audit_seq,
+            }
+        contract = self._contract_for(session, message)
+        if contract is None or message.vin is None:
+            return _Drop("no webhook contract for the recipient")
+        context = ProtectionContext(
+            contract=contract,
+            recipient_id=message.recipient_id,
+            pseudonymiser=self.keyring.pseudonymiser(message.recipient_id, contract.id),
+        )
+        return {
+            "grant": message.grant_id,
+            "contract": contract.id,
+            "vehicle": vehicle_reference(message.vin, context),
+        }
+
+    @staticmethod
+    def _contract_for(session: Session, message: WebhookMessageRow) -> Contract | None:
+        ids = (
+            [message.contract_id]
+            if message.contract_id
+            else webhook_store.contract_ids(session, message.recipient_id)
+        )
+        for contract_id in ids:
+            contract = contract_store.latest(session, contract_id)
+            if contract is not None and Channel.WEBHOOK in contract.channels:
+                return contract
+        return None
+
+    # -- the outcome ------------------------------------------------------------------------
+
+    def _record(
+        self,
+        session: Session,
+        message: WebhookMessageRow,
+        response: Response,
+        audit_seq: int | None,
+    ) -> None:
+        now = self.clock.now()
+        seq = message.seq or 0
+        status = response.status
+        sub = webhook_store.subscription(session, message.subscription_id)
+        if status is not None and 200 <= status < 300:
+            webhook_store.finish(
+                session, seq, worker=self.name, now=now,
+                state=webhook_store.DELIVERED, last_status=status, last_error="",
+                audit_seq=audit_seq,
+            )  # fmt: skip
+            if sub is not None and sub.failing_since is not None:
+                sub.failing_since = None
+                webhook_store.save_subscription(session, sub)
+            return
+        error = response.error or f"answered {status}"
+        if status == 410:
+            held = webhook_store.finish(
+                session, seq, worker=self.name, now=now,
+                state=webhook_store.DEAD, last_status=status, last_error=error,
+            )  # fmt: skip
+            if held and sub is not None:
+                self._disable(session, sub, "the endpoint answered 410 Gone", now)
+            return
+        delay = next_delay(message.attempts, retry_after=response.retry_after)
+        failing_since = (sub.failing_since if sub else None) or now
+        sustained = now - failing_since >= self.config.disable_after
+        if delay is None or sustained:
+            held = webhook_store.finish(
+                session, seq, worker=self.name, now=now,
+                state=webhook_store.DEAD, last_status=status, last_error=error,
+            )  # fmt: skip
+            if held and sub is not None and (sustained or failing_since <= message.created_at):
+                self._disable(session, sub, "the endpoint failed through the retry schedule", now)
+            return
+        held = webhook_store.finish(
+            session, seq, worker=self.name, now=now,
+            state=webhook_store.PENDING, last_status=status, last_error=error,
+            next_attempt_at=now + delay,
+        )  # fmt: skip
+        if held and sub is not None and sub.failing_since is None:
+            sub.failing_since = now
+            webhook_store.save_subscription(session, sub)
+
+    def _disable(
+        self, session: Session, sub: WebhookSubscriptionRow, reason: str, now: datetime
+    ) -> None:
+        """Disable the subscription, dead-letter its open messages, and tell the recipient."""
+        audit_store.serialise(session)
+        sub.status = webhook_store.DISABLED
+        sub.status_reason = reason
+        sub.updated_at = now
+        webhook_store.save_subscription(session, sub)
+        webhook_store.close_open(
+            session, sub.id, state=webhook_store.DEAD, reason=f"subscription disabled: {reason}",
+            now=now,
+        )  # fmt: skip
+        audit_store.append(
+            session,
+            [
+                AuditEntry(
+                    at=now,
+                    kind="notice",
+                    recipient_id=sub.recipient_id,
+                    channel=Channel.WEBHOOK.value,
+                    decision="released",
+                    reasons=(reason,),
+                    subject_ref=sub.id,
+                    details={"notice": WEBHOOK_DISABLED},
+                )
+            ],
+        )
+        log.warning("webhook subscription disabled", extra={"subscription": sub.id})

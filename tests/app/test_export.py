@@ -1,0 +1,136 @@
+"""The copy of my data (GDPR Art. 15 and 20): what is held, and every recipient it went to
+— checked against the audit log, read independently of the customer app's own queries."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import col, select
+from worlds import COOPER, COUNTRYMAN, NOW
+
+from broker.domain.contracts import Channel
+from broker.gate.release import Release
+from broker.store import audit as audit_store
+from broker.store.tables import GrantRow, VehiclePartyRow
+
+HOUR = timedelta(hours=1)
+
+
+def anna_expected_transfers(session: Any, now: Any) -> list[dict[str, Any]]:
+    """Straight from the audit store: releases that relied on a grant anna may see."""
+    own = {g.id for g in session.exec(select(GrantRow).where(GrantRow.customer_id == "cus-anna"))}
+    holds = [
+        p.vin
+        for p in session.exec(
+            select(VehiclePartyRow).where(VehiclePartyRow.customer_id == "cus-anna")
+        )
+        if p.since <= now and (p.until is None or now < p.until)
+    ]
+    linked = {
+        g.id
+        for g in session.exec(
+            select(GrantRow).where(
+                col(GrantRow.vin).in_(holds), col(GrantRow.customer_id).is_(None)
+            )
+        )
+    }
+    mine = own | linked
+    return [
+        e.to_json()
+        for e in audit_store.read(session, limit=100_000)
+        if e.kind == "release" and e.decision in {"released", "partial"} and mine & set(e.grant_ids)
+    ]
+
+
+async def make_transfers(kit: Any) -> None:
+    kit.ingest(
+        [
+            kit.record(f"s-{n}", COOPER, "vehicle.status", NOW - n * HOUR, kit.STATUS)
+            for n in range(1, 3)
+        ]
+        + [kit.record("p-1", COOPER, "vehicle.position", NOW - HOUR, kit.POSITION)]
+        + [
+            kit.record(
+                "e-1", COOPER, "vehicle.environment", NOW - HOUR, {"outside_temperature_c": 11.5}
+            )
+        ]
+        # bram's Countryman since 1 March: not anna's data any more
+        + [kit.record("s-bram", COUNTRYMAN, "vehicle.status", NOW - HOUR, kit.STATUS)]
+    )
+    assert isinstance(await kit.release(), Release)  # insurer, pull, identified, NL
+    partner = await kit.release(
+        recipient="rcp-devpartner", contract="development-partner", purpose="product-quality",
+        channel=Channel.DATASPACE, categories=frozenset({"vehicle.status"}),
+    )  # fmt: skip
+    assert isinstance(partner, Release)  # pseudonymised, DE (EEA) + IN (SCC)
+    dealer = await kit.release(
+        recipient="rcp-dealer", contract="dealer-service", purpose="repair-and-warranty",
+        categories=frozenset({"vehicle.status"}), vin=COUNTRYMAN,
+    )  # fmt: skip
+    assert isinstance(dealer, Release)  # bram's vehicle now: never in anna's copy
+
+
+async def test_the_copys_recipients_and_transfers_match_the_audit_log(kit: Any) -> None:
+    await make_transfers(kit)
+    token = await kit.token("anna")
+    status, copy, response = await kit.api("GET", "/v1/me/export", token)
+    assert status == 200
+    assert response.headers["Content-Disposition"].startswith("attachment; filename=")
+    assert response.headers["Cache-Control"] == "no-store"
+
+    expected = kit.site.broker.database.run_sync(
+        lambda s: anna_expected_transfers(s, kit.site.clock.now())
+    )
+    assert len(expected) == 2
+    assert [t["seq"] for t in copy["transfers"]] == sorted(
+        (e["seq"] for e in expected), reverse=True
+    )
+    by_seq = {e["seq"]: e for e in expected}
+    for transfer in copy["transfers"]:
+        entry = by_seq[transfer["seq"]]
+        assert transfer["recipient"]["id"] == entry["recipient_id"]
+        for key in ("categories", "record_count", "protection", "channel",
+                    "destination_countries", "transfer_mechanisms", "legal_basis"):  # fmt: skip
+            assert transfer[key] == entry[key], key
+    recipients = {r["id"]: r for r in copy["recipients"]}
+    assert set(recipients) == {e["recipient_id"] for e in expected}
+    for recipient_id, summary in recipients.items():
+        entries = [e for e in expected if e["recipient_id"] == recipient_id]
+        assert summary["transfers"] == len(entries)
+        assert summary["destination_countries"] == sorted(
+            {c for e in entries for c in e["destination_countries"]}
+        )
+        assert summary["transfer_mechanisms"] == sorted(
+            {m for e in entries for m in e["transfer_mechanisms"]}
+        )
+    assert "scc:SCC-DEMO-2025-017" in recipients["rcp-devpartner"]["transfer_mechanisms"]
+
+
+async def test_the_copy_holds_account_contact_vehicles_grants_and_own_telemetry(
+    kit: Any,
+) -> None:
+    await make_transfers(kit)
+    token = await kit.token("anna")
+    _, copy, _ = await kit.api("GET", "/v1/me/export", token)
+    assert copy["account"] == {"id": "cus-anna", "login": "anna", "language": "nl"}
+    assert copy["contact"]["name"] == "Anna de Vries"  # decrypted from the vault
+    assert copy["contact"]["email"] == "anna.devries@example.nl"
+    vehicles = {v["vin"]: v for v in copy["vehicles"]}
+    assert vehicles[COUNTRYMAN]["until"] == "2026-03-01T12:00:00Z"
+    assert vehicles[COOPER]["role"] == "owner"
+    assert {g["id"] for g in copy["grants"]} >= {"gr-anna-insurer", "gr-anna-insurer-sold"}
+    insurer = next(g for g in copy["grants"] if g["id"] == "gr-anna-insurer")
+    assert len(insurer["transfers"]) == 1 and insurer["history"]
+    assert {p["legal_basis"] for p in copy["purposes"]} == {"6(1)(a)", "6(1)(f)"}
+    records = {r["id"]: r for r in copy["telemetry"]["records"]}
+    assert set(records) == {"s-1", "s-2", "p-1", "e-1"}  # never bram's Countryman record
+    assert records["p-1"]["data"]["latitude"] == 52.370216  # encrypted at rest, opened for her
+    assert copy["telemetry"]["counts"]["vehicle.status"] == 2
+
+    bram = await kit.token("bram")
+    _, theirs, _ = await kit.api("GET", "/v1/me/export", bram)
+    assert {r["id"] for r in theirs["telemetry"]["records"]} == {"s-bram"}
+    assert theirs["contact"]["name"] == "Bram Jansen"
+    assert "gr-anna-insurer" not in {g["id"] for g in theirs["grants"]}
+    assert all("cus-anna" not in str(t) for t in theirs["transfers"])
