@@ -2,7 +2,7 @@
 
 Pull-only recipients read them from the notices feed and acknowledge each one
 (the data is erased); the acknowledgement is audited too, so the car maker can
-show who confirmed erasure and who did not (``broker notices status``).
+show who confirmed erasure and who did not.
 
 The notice says the grant ended and the data must be erased (EU Data Act
 Art. 6; GDPR Art. 17 and 19). It carries only the grant reference and the
@@ -132,11 +132,3 @@ def acknowledge(
     session.add(notice)
     session.flush()
     return notice
-
-
-def erasure_status(session: Session) -> list[NoticeRow]:
-    """Every notice, for the operator's view of who confirmed erasure and who did not."""
-    query = select(NoticeRow).order_by(
-        col(NoticeRow.recipient_id), col(NoticeRow.created_at), col(NoticeRow.id)
-    )
-    return list(session.exec(query).all())
