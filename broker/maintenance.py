@@ -16,6 +16,7 @@ from sqlmodel import Session
 from broker.bootstrap import Broker
 from broker.services.retention import parse_overrides, purge
 from broker.store import audit as audit_store
+from broker.store import rate_limits
 from broker.web.login import forget_stale_failures
 from broker.web.sessions import purge_expired_sessions
 
@@ -32,11 +33,13 @@ def housekeeping(broker: Broker) -> dict[str, Any]:
         report = purge(session, now=now, catalogue=broker.documents.catalogue, overrides=overrides)
         sessions = purge_expired_sessions(session, now)
         failures = forget_stale_failures(session, now)
+        windows = rate_limits.purge(session, now)
         checkpoint = audit_store.write_checkpoint(session, signer, now)
         return {
             "purged": report.as_dict(),
             "sessions_deleted": sessions,
             "login_failures_forgotten": failures,
+            "rate_windows_dropped": windows,
             "audit_checkpoint": {"size": checkpoint.size, "root": checkpoint.root_hex},
         }
 

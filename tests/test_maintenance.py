@@ -11,6 +11,7 @@ from worlds import COOPER, NOW
 from broker.audit.checkpoint import CheckpointSigner
 from broker.maintenance import housekeeping
 from broker.store import audit as audit_store
+from broker.store import rate_limits
 
 
 async def test_housekeeping_purges_checkpoints_and_cleans_sessions(
@@ -26,7 +27,16 @@ async def test_housekeeping_purges_checkpoints_and_cleans_sessions(
         "/v1/ingest/records", json=[old], headers={"Authorization": app.backend}
     )
     assert (await response.json())["summary"]["stored"] == 1
+    # A rate-limit window that has ended, and one still open.
+    for at in (NOW - timedelta(hours=2), app.broker.clock.now()):
+        app.broker.database.run_sync(
+            lambda s, at=at: rate_limits.take(
+                s, "contract:x", limit=5, per=timedelta(minutes=1), now=at
+            ),
+            write=True,
+        )
     done = housekeeping(app.broker)
+    assert done["rate_windows_dropped"] == 1
     assert done["purged"]["telemetry:vehicle.status"]["count"] == 1
     size = app.broker.database.run_sync(audit_store.size)
     assert done["audit_checkpoint"]["size"] == size
