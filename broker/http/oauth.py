@@ -122,6 +122,9 @@ def add_routes(app: web.Application, *, server: ServerGetter) -> None:
 
     json_object = {"type": "object"}
     client_auth: list[tuple[str, list[str]]] = [("client", [])]
+    token_form = doc.form_body(
+        {"token": {"type": "string"}, "token_type_hint": {"type": "string"}}, required=["token"]
+    )
     doc.route(
         app,
         "GET",
@@ -179,10 +182,7 @@ def add_routes(app: web.Application, *, server: ServerGetter) -> None:
         summary="Token revocation (RFC 7009)",
         tag="oauth",
         security=client_auth,
-        request_body=doc.form_body(
-            {"token": {"type": "string"}, "token_type_hint": {"type": "string"}},
-            required=["token"],
-        ),
+        request_body=token_form,
         responses={
             200: {"description": "Revoked (or unknown: the answer is the same)."},
             400: doc.oauth_error("Malformed request."),
@@ -197,10 +197,7 @@ def add_routes(app: web.Application, *, server: ServerGetter) -> None:
         summary="Token introspection (RFC 7662)",
         tag="oauth",
         security=client_auth,
-        request_body=doc.form_body(
-            {"token": {"type": "string"}, "token_type_hint": {"type": "string"}},
-            required=["token"],
-        ),
+        request_body=token_form,
         responses={
             200: doc.json_content(json_object, "The token's state: {active: false} if not."),
             400: doc.oauth_error("Malformed request."),

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -48,7 +49,13 @@ from broker.gate.release import (
     verify_release,
 )
 from broker.http import openapi as doc
-from broker.http.oauth import TokenContext, challenge, require_token
+from broker.http.oauth import (
+    InsufficientScope,
+    TokenContext,
+    TokenRefused,
+    challenge,
+    require_token,
+)
 from broker.oauth.server import BrokerAuthorizationServer, TokenKind
 from broker.protection.keys import Pseudonymiser
 from broker.store import contracts as contract_store
@@ -185,7 +192,8 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
         token = await token_for(request)
         handle = request.match_info["vehicle"]
         query = _RecordQuery.parse(request, broker.clock.now())
-        contract = await _pull_contract(broker, token, query.contract)
+        found = await covered(broker, token)
+        contract = await _pull_contract(broker, token, query.contract, found)
         _require_sender_constraint(contract, token)
         categories = query.categories or frozenset(
             c for c in contract.category_ids if f"{c}:read" in token.scopes
@@ -196,12 +204,12 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
         )
         if missing:
             raise challenge(
-                _insufficient(f"the token lacks the scope {missing[0]}:read"),
+                InsufficientScope(f"the token lacks the scope {missing[0]}:read"),
                 error="insufficient_scope",
                 scope=" ".join(f"{c}:read" for c in sorted(categories)),
                 dpop=token.dpop_jkt is not None,
             )
-        vin, customer = await _resolve(broker, token, contract, handle)
+        vin, customer = _resolve(token, contract, handle, found)
         await _count_request(broker, contract)
         after = query.cursor_position(handle, contract.id, categories)
         outcome = await broker.gate.release(
@@ -354,9 +362,8 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
     # -- shared steps -------------------------------------------------------------------
 
     async def _pull_contract(
-        broker: PullRuntime, token: TokenContext, wanted: str | None
+        broker: PullRuntime, token: TokenContext, wanted: str | None, found: list[Covered]
     ) -> Contract:
-        found = await covered(broker, token)
         if token.kind is TokenKind.RECIPIENT_CUSTOMER:
             contracts = {c.contract.id: c.contract for c in found}
         else:
@@ -384,24 +391,23 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
             raise refusal(ReleaseDenied("no contract of this recipient by that id"))
         return contract
 
-    async def _resolve(
-        broker: PullRuntime, token: TokenContext, contract: Contract, handle: str
+    def _resolve(
+        token: TokenContext, contract: Contract, handle: str, found: list[Covered]
     ) -> tuple[str, str | None]:
-        """The VIN the handle names, among the vehicles this token may see, and the
-        customer a customer-bound token speaks for. A handle that names nothing the
+        """The VIN the handle names among the vehicles this token covers, and (for a
+        customer-bound token) that grant's customer. A handle that names nothing the
         token covers resolves to no vehicle: the gate then refuses (and audits) it
         exactly as it refuses an unknown one."""
-        found = [c for c in await covered(broker, token) if c.contract.id == contract.id]
-        customer = None
-        if token.kind is TokenKind.RECIPIENT_CUSTOMER:
-            customers = {c.grant.customer_id for c in found} or {None}
-            customer = next(iter(customers)) if len(customers) == 1 else None
-            match = next((c for c in found if c.handle == handle), None)
-            return (match.grant.vin if match else ""), customer
-        if contract.vehicle_identifier is VehicleIdentifier.VIN:
-            return handle.strip().upper(), None
-        match = next((c for c in found if c.handle == handle), None)
-        return (match.grant.vin if match else ""), None
+        if token.kind is not TokenKind.RECIPIENT_CUSTOMER and (
+            contract.vehicle_identifier is VehicleIdentifier.VIN
+        ):
+            return handle.strip().upper(), None  # a VIN the recipient supplies (dealers)
+        match = next(
+            (c for c in found if c.contract.id == contract.id and c.handle == handle), None
+        )
+        if match is None:
+            return "", None
+        return match.grant.vin, match.grant.customer_id
 
     async def _count_request(broker: PullRuntime, contract: Contract) -> None:
         limit = contract.rate_limit
@@ -662,8 +668,6 @@ def _notice_cursor(cursor: str | None) -> tuple[datetime, str] | None:
 
 
 def _next_query(request: web.Request, cursor: str) -> str:
-    from urllib.parse import urlencode
-
     pairs = [(k, v) for k, v in request.query.items() if k != "cursor"]
     return urlencode([*pairs, ("cursor", cursor)])
 
@@ -690,16 +694,8 @@ class InvalidBody(BrokerError):
     title = "Invalid request body"
 
 
-def _insufficient(detail: str) -> BrokerError:
-    from broker.http.oauth import InsufficientScope
-
-    return InsufficientScope(detail)
-
-
 def _require_sender_constraint(contract: Contract, token: TokenContext) -> None:
     if contract.sender_constraint == "dpop" and token.dpop_jkt is None:
-        from broker.http.oauth import TokenRefused
-
         raise challenge(
             TokenRefused("this contract requires DPoP-bound tokens (RFC 9449)"),
             error="invalid_token",

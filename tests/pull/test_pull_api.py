@@ -107,7 +107,7 @@ async def test_other_vehicles_are_answered_as_if_they_did_not_exist(site: Site) 
 
 async def test_an_id_from_another_customers_token_is_refused(site: Site) -> None:
     client, _token = await consented(site)
-    # The insurer's recipient-wide token sees COOPER; anna's token cannot be used for bram's.
+    # bram's vehicle (which his own grant to the insurer covers) through anna's token: not found.
     async with aclosing(client):
         response = await client.get(
             records_url(site, COUNTRYMAN), params={"since": SINCE, "until": UNTIL}
