@@ -9,8 +9,9 @@ deleted)::
 Which transitions a grant admits depends on how its contract activates grants
 (:class:`~broker.domain.legal.Activation`): consent can be withdrawn, legitimate
 interest can be objected to, a legal obligation refuses objection, and a fleet
-clearance ends with the fleet membership. A grant covers only data recorded
-while it was active; its history says when that was.
+clearance ends with the fleet membership (or, when it rests on legitimate interest,
+with the owner's objection: :func:`~broker.domain.legal.admits_objection`). A grant
+covers only data recorded while it was active; its history says when that was.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ _FROM: dict[GrantAction, frozenset[GrantState]] = {
 #: Which activations admit each action at all (the legal guard).
 _ADMITTED: dict[GrantAction, frozenset[Activation]] = {
     GrantAction.WITHDRAW: frozenset({Activation.CONSENT, Activation.CONTRACT}),
-    GrantAction.OBJECT: frozenset({Activation.LEGITIMATE_INTEREST}),
+    GrantAction.OBJECT: frozenset({Activation.LEGITIMATE_INTEREST, Activation.FLEET_CLEARANCE}),
     GrantAction.OWNER_CHANGED: frozenset({Activation.CONSENT, Activation.CONTRACT}),
     GrantAction.REFUSE: frozenset({Activation.LEGAL_OBLIGATION}),
 }

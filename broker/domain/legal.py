@@ -26,7 +26,8 @@ class Activation(StrEnum):
     CONTRACT = "contract"  # the customer's service contract; ends with it
     LEGITIMATE_INTEREST = "legitimate_interest"  # active by default; the customer may object
     LEGAL_OBLIGATION = "legal_obligation"  # shown to the customer; no objection
-    FLEET_CLEARANCE = "fleet_clearance"  # bounded by the vehicle's fleet membership
+    FLEET_CLEARANCE = "fleet_clearance"  # bounded by the vehicle's fleet membership; the
+    # owner may object when the clearance rests on legitimate interest
 
 
 #: Which activations each legal basis admits. Anything else is an invalid contract.
@@ -40,3 +41,13 @@ ACTIVATIONS_BY_BASIS: dict[LegalBasis, frozenset[Activation]] = {
         {Activation.LEGITIMATE_INTEREST, Activation.FLEET_CLEARANCE}
     ),
 }
+
+
+def admits_objection(basis: LegalBasis, activation: Activation) -> bool:
+    """Whether the data subject may object (GDPR Art. 21(1)): processing based on a
+    legitimate interest, a fleet clearance included; never a legal obligation or a
+    service contract (which end by withdrawal or with the contract)."""
+    return basis is LegalBasis.LEGITIMATE_INTEREST and activation in (
+        Activation.LEGITIMATE_INTEREST,
+        Activation.FLEET_CLEARANCE,
+    )

@@ -35,7 +35,7 @@ from broker.audit.entry import AuditEntry
 from broker.clock import format_instant
 from broker.documents import DocumentLibrary
 from broker.domain.grants import Grant, GrantAction, GrantState
-from broker.domain.legal import Activation
+from broker.domain.legal import Activation, LegalBasis, admits_objection
 from broker.errors import BrokerError, NotFound, TransitionRefused
 from broker.gate.keyring import Keyring
 from broker.services.grants import GrantService
@@ -176,7 +176,10 @@ class CustomerApp:
             raise ValueError("the customer app only withdraws or objects")
         held = customer_view.holdings(session, customer_id)
         grant = self._find(session, customer_id, grant_id, held, now)
-        rights = _rights(grant, customer_id, held, now)
+        contract = contract_store.get(session, grant.contract_id, grant.contract_version)
+        if contract is None:
+            raise LookupError(f"grant {grant.id} refers to a missing contract")
+        rights = _rights(grant, contract.legal_basis, customer_id, held, now)
         if action.value not in rights["allowed"]:
             raise TransitionRefused(
                 _REFUSALS.get(rights["note"], "this grant cannot be ended this way"),
@@ -404,7 +407,7 @@ class CustomerApp:
             "ended_at": _instant(ended) if state.terminal else None,
             "last_transfer": format_instant(mine[0].at) if mine else None,
             "transfer_count": len(mine),
-            "rights": _rights(grant, customer_id, held, now),
+            "rights": _rights(grant, contract.legal_basis, customer_id, held, now),
             "history": [
                 {
                     "at": format_instant(e.at),
@@ -426,8 +429,13 @@ _REFUSALS = {
 }
 
 
-def _rights(grant: Grant, customer_id: str, held: list[Holding], now: datetime) -> dict[str, Any]:
-    """What the customer may do with the grant, and the explanation shown for it."""
+def _rights(
+    grant: Grant, basis: LegalBasis, customer_id: str, held: list[Holding], now: datetime
+) -> dict[str, Any]:
+    """What the customer may do with the grant, and the explanation shown for it.
+
+    Legitimate-interest processing, a fleet clearance resting on it included, can be
+    objected to by the vehicle's current owner (Art. 21)."""
     allowed: list[str] = []
     if grant.effective_state(now).terminal:
         note = "ended"
@@ -437,7 +445,7 @@ def _rights(grant: Grant, customer_id: str, held: list[Holding], now: datetime) 
             note = "withdraw"
         else:
             note = "not_yours"
-    elif grant.activation is Activation.LEGITIMATE_INTEREST:
+    elif admits_objection(basis, grant.activation):
         owns = any(h.vin == grant.vin and h.role == OWNER for h in _current(held, now))
         if owns and grant.allows(GrantAction.OBJECT) is None:
             allowed.append(GrantAction.OBJECT.value)

@@ -18,11 +18,12 @@ from sqlmodel import Session
 from broker.audit.entry import AuditEntry
 from broker.domain.contracts import Contract
 from broker.domain.grants import Grant, GrantAction, GrantState
-from broker.domain.legal import Activation
+from broker.domain.legal import Activation, admits_objection
 from broker.domain.parties import Ownership, Vehicle
 from broker.errors import Conflict, NotFound, TransitionRefused
 from broker.gate.revocation import GrantEnded, RevocationListeners
 from broker.store import audit as audit_store
+from broker.store import contracts as contract_store
 from broker.store import grants as grant_store
 from broker.store import parties as party_store
 
@@ -168,6 +169,14 @@ class GrantService:
         grant = grant_store.get(session, grant_id, for_update=True)
         if grant is None:
             raise NotFound("no such grant")
+        if action is GrantAction.OBJECT and grant.allows(action) is None:
+            contract = contract_store.get(session, grant.contract_id, grant.contract_version)
+            if contract is None or not admits_objection(contract.legal_basis, grant.activation):
+                raise TransitionRefused(
+                    "objection applies to processing based on legitimate interest only",
+                    grant=grant.id,
+                    action=action.value,
+                )
         return self._persist(session, grant, grant.apply(action, at=at, reason=reason), now=at)
 
     def change_owner(

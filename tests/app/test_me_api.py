@@ -63,7 +63,7 @@ async def test_the_overview_shows_every_grant_per_vehicle_with_what_the_customer
     assert grants["gr-anna-insurer-sold"]["rights"]["allowed"] == []
 
 
-async def test_legal_obligation_and_fleet_processing_are_shown_without_an_objection(
+async def test_legal_obligation_is_shown_without_an_objection_and_the_owner_may_object_to_fleet(
     kit: Any,
 ) -> None:
     token = await kit.token("carla")
@@ -71,7 +71,17 @@ async def test_legal_obligation_and_fleet_processing_are_shown_without_an_object
     grants = grants_by_id(body)
     assert grants["gr-obfcm-cooper-c"]["rights"] == {"allowed": [], "note": "legal_obligation"}
     assert grants["gr-obfcm-cooper-c"]["legal_basis"] == "6(1)(c)"
-    assert grants["gr-fleet-clubman"]["rights"] == {"allowed": [], "note": "fleet_clearance"}
+    # The fleet clearance rests on the operator's legitimate interest: the owner may object.
+    fleet = grants["gr-fleet-clubman"]
+    assert fleet["legal_basis"] == "6(1)(f)" and fleet["activation"] == "fleet_clearance"
+    assert fleet["rights"] == {"allowed": ["object"], "note": "object"}
+    status, _, _ = await kit.api("POST", "/v1/me/grants/gr-fleet-clubman/withdrawal", token)
+    assert status == 409  # not consent: nothing to withdraw
+    status, objected, _ = await kit.api("POST", "/v1/me/grants/gr-fleet-clubman/objection", token)
+    assert status == 200 and objected["state"] == "objected"
+    assert objected["rights"] == {"allowed": [], "note": "ended"}
+    status, _, _ = await kit.api("POST", "/v1/me/grants/gr-fleet-clubman/objection", token)
+    assert status == 409
     status, problem, _ = await kit.api("POST", "/v1/me/grants/gr-obfcm-cooper-c/objection", token)
     assert status == 409
     assert problem["type"].endswith(":transition_refused")

@@ -33,7 +33,7 @@ TABLE: dict[GrantAction, tuple[set[GrantState], GrantState]] = {
 # Which activations admit the legally guarded actions.
 LEGAL = {
     A.WITHDRAW: {Activation.CONSENT, Activation.CONTRACT},
-    A.OBJECT: {Activation.LEGITIMATE_INTEREST},
+    A.OBJECT: {Activation.LEGITIMATE_INTEREST, Activation.FLEET_CLEARANCE},
     A.OWNER_CHANGED: {Activation.CONSENT, Activation.CONTRACT},
     A.REFUSE: {Activation.LEGAL_OBLIGATION},  # OBFCM: the owner may refuse at the workshop
 }
@@ -87,9 +87,9 @@ def _reachable_cases() -> list[tuple[Activation, GrantState, GrantAction]]:
     ]
 
 
-def test_objected_is_reachable_only_under_legitimate_interest() -> None:
+def test_objected_is_reachable_under_legitimate_interest_and_fleet_clearance() -> None:
     reachable = {a for a in Activation if reach(S.OBJECTED, a) is not None}
-    assert reachable == {Activation.LEGITIMATE_INTEREST}
+    assert reachable == {Activation.LEGITIMATE_INTEREST, Activation.FLEET_CLEARANCE}
 
 
 @pytest.mark.parametrize(("activation", "state", "action"), _reachable_cases())

@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 
 from broker.clock import ManualClock, format_instant
 from broker.domain.contracts import Contract
-from broker.domain.grants import GrantAction, GrantState
+from broker.domain.grants import Grant, GrantAction, GrantState
 from broker.errors import Conflict, NotFound, TransitionRefused
 from broker.gate.revocation import GrantEnded, RevocationListeners
 from broker.services.grants import GrantService
@@ -256,6 +256,47 @@ def test_fleet_clearance_is_bounded_by_the_fleet_membership(
         lambda s: s.exec(select(FleetMembershipRow).where(col(FleetMembershipRow.vin) == VIN)).all()
     )
     assert [r.until for r in rows] == [left]
+
+
+@pytest.mark.parametrize(("basis", "objectable"), [("6(1)(f)", True), ("6(1)(b)", False)])
+def test_the_owner_may_object_to_a_fleet_clearance_only_when_it_rests_on_legitimate_interest(
+    service: GrantService,
+    db: Database,
+    clock: ManualClock,
+    world: dict[str, Contract],
+    ended: list[GrantEnded],
+    basis: str,
+    objectable: bool,
+) -> None:
+    """Art. 21(1): objection applies to legitimate-interest processing, a fleet clearance
+    resting on it included; a clearance under the fleet's service contract ends with it."""
+    now = clock.now()
+    contract = Contract.from_document(
+        contract_document("fleet_clearance", id="c-fleet-li", legal_basis=basis)
+    )
+
+    def setup(session: Session) -> Grant:
+        contract_store.add(session, contract, at=now)
+        session.add(FleetMembershipRow(operator_id="rcp-fleet", vin=VIN, since=now - DAY))
+        session.flush()
+        return service.create(session, contract=contract, vin=VIN, at=now)
+
+    grant = db.run_sync(setup, write=True)
+    later = clock.advance(DAY)
+
+    def object_to(session: Session) -> Grant:
+        return service.transition(session, grant.id, GrantAction.OBJECT, at=later)
+
+    if objectable:
+        assert db.run_sync(object_to, write=True).state is GrantState.OBJECTED
+        assert [e.grant.id for e in ended] == [grant.id]  # the revocation listeners ran
+    else:
+        with pytest.raises(TransitionRefused, match="legitimate interest"):
+            db.run_sync(object_to, write=True)
+        assert ended == []
+    stored = db.run_sync(lambda s: grant_store.get(s, grant.id))
+    assert stored is not None
+    assert stored.state is (GrantState.OBJECTED if objectable else GrantState.ACTIVE)
 
 
 @pytest.mark.parametrize(
