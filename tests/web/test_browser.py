@@ -1,9 +1,12 @@
 """The customer app in a real browser: Debian's headless Chromium driven by Playwright,
-against the broker running as a subprocess (``broker seed`` then ``broker serve``).
+against the broker running as a subprocess (``broker seed`` then ``broker serve``), the
+fleet's webhooks delivered by ``broker webhooks worker`` processes to a receiver on
+loopback, the insurer pulling over the pull API with its DPoP-bound token.
 
-Log in, see the grants, revoke one through its confirmation page — and the insurer's
-next call with the token it held is refused; switch location off — and no position
-reaches a recipient; download the copy. Screenshots of every page on a desktop
+Log in, consent, switch location off — and no position reaches the insurer's pull or the
+fleet's webhooks; revoke the insurer's consent through its confirmation page — and its next
+pull is refused; object to the fleet's clearance — and its queued webhook is not sent, the
+grant's end is; download the copy. Screenshots of every page on a desktop
 (1280x800) and a phone (390x844) screen, in Dutch and English, are saved to
 ``test-artifacts/screenshots/``. Under ``CI=true`` a missing Chromium or Playwright
 fails the run instead of skipping it.
@@ -18,24 +21,24 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import pull_site
 import pytest
 from ingest_app import free_port
-from worlds import COOPER, ROOT
+from worlds import CLUBMAN, ROOT
 
-from broker.bootstrap import open_broker
 from broker.clock import format_instant
-from broker.domain.contracts import Channel
-from broker.gate.release import Release, ReleaseRequest, VehicleTarget
 from broker.settings import Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -45,6 +48,8 @@ SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
 INSURER_REDIRECT = "http://localhost:9001/callback"
 INSURER_AUTH = "Basic " + base64.b64encode(b"insurer-demo:demo-secret-insurer-demo").decode()
 BACKEND_AUTH = "Basic " + base64.b64encode(b"broker-backend:demo-secret-broker-backend").decode()
+FLEET_AUTH = "Basic " + base64.b64encode(b"fleet-demo:demo-secret-fleet-demo").decode()
+ACEMAN = "WMW11DJ07T2D40004"  # carla's, in the fleet too
 
 
 def _unavailable(reason: str) -> None:
@@ -99,9 +104,15 @@ class Served:
 
 
 @pytest.fixture
-def served(database_url: str, tmp_path: Path) -> Iterator[Served]:
-    """The broker on the current backend (SQLite, then PostgreSQL)."""
-    yield from _serve(database_url, tmp_path)
+def fleet_served(database_url: str, tmp_path: Path) -> Iterator[Served]:
+    """The broker on the current backend (SQLite, then PostgreSQL), without its own webhook
+    worker (deliveries wait for a worker process), allowed to deliver to loopback over HTTP."""
+    yield from _serve(
+        database_url,
+        tmp_path,
+        BROKER_WEBHOOK_WORKER="0",
+        BROKER_WEBHOOK_ALLOW_HTTP_LOOPBACK="1",
+    )
 
 
 @pytest.fixture
@@ -110,7 +121,7 @@ def served_on_sqlite(tmp_path: Path) -> Iterator[Served]:
     yield from _serve(f"sqlite:///{tmp_path / 'broker.sqlite3'}", tmp_path)
 
 
-def _serve(database_url: str, tmp_path: Path) -> Iterator[Served]:
+def _serve(database_url: str, tmp_path: Path, **settings: str) -> Iterator[Served]:
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("BROKER_")},
@@ -123,6 +134,7 @@ def _serve(database_url: str, tmp_path: Path) -> Iterator[Served]:
         "BROKER_OAUTH_KEYS_DIR": str(tmp_path / "oauth-keys"),
         "BROKER_PURGE_INTERVAL": "86400",
         "BROKER_LOG_LEVEL": "WARNING",
+        **settings,
     }
     broker = [sys.executable, "-m", "broker.cli"]
     seed = ROOT / "examples" / "demo-seed.json"
@@ -163,8 +175,9 @@ def log_in(page: Any, base: str, login: str = "anna") -> None:
     assert page.url == f"{base}/", page.content()
 
 
-def insurer_token(page: Any, served: Served) -> dict[str, Any]:
-    """The insurer's code flow, with anna's consent given on the consent page."""
+def insurer_token(page: Any, served: Served, key: Any, vin: str) -> str:
+    """The insurer's code flow: the logged-in customer consents for ``vin`` on the consent
+    page; the insurer's token is bound to its DPoP key (the insurer-ubi contract asks it)."""
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
     params = {
@@ -180,6 +193,7 @@ def insurer_token(page: Any, served: Served) -> dict[str, Any]:
 
     page.route("http://localhost:9001/**", callback)
     page.goto(f"{served.base}/oauth/authorize?{urlencode(params)}")
+    page.check(f"input[name=vehicle][value={vin}]")
     page.click("button[name=decision][value=approve]")
     page.wait_for_url("http://localhost:9001/**")
     code = parse_qs(urlsplit(answers[-1]).query)["code"][0]
@@ -191,11 +205,27 @@ def insurer_token(page: Any, served: Served) -> dict[str, Any]:
         headers={
             "Authorization": INSURER_AUTH,
             "Content-Type": "application/x-www-form-urlencoded",
+            "DPoP": key.proof("POST", f"{served.base}/oauth/token"),
         },
         body=urlencode(form).encode(),
     )
-    assert status == 200, body
-    return dict(body)
+    assert status == 200 and body["token_type"] == "DPoP", body
+    return str(body["access_token"])
+
+
+def insurer_pull(served: Served, key: Any, token: str, vin: str, since: datetime) -> Any:
+    """The insurer's pull of ``vin``'s status and positions, over the pull API with DPoP."""
+    path = f"/v1/recipient/vehicles/{vin}/records"
+    query = urlencode({"since": format_instant(since), "limit": 100})
+    status, body = served.call(
+        "GET",
+        f"{path}?{query}",
+        headers={
+            "Authorization": f"DPoP {token}",
+            "DPoP": key.proof("GET", served.base + path, token),
+        },
+    )
+    return status, body
 
 
 def ingest(served: Served, records: list[dict[str, Any]]) -> list[str]:
@@ -217,43 +247,123 @@ def ingest(served: Served, records: list[dict[str, Any]]) -> list[str]:
     return [r["status"] for r in answer["results"]]
 
 
-def insurer_release(served: Served, since: datetime) -> Release:
-    """What the gate would release to the insurer for anna's Cooper now (same database)."""
-    broker = open_broker(served.settings())
-    try:
-        now = broker.clock.now()
-        request = ReleaseRequest(
-            recipient_id="rcp-insurer",
-            contract_id="insurer-ubi",
-            channel=Channel.PULL,
-            purpose="usage-based-insurance",
-            target=VehicleTarget(COOPER),
-            categories=frozenset({"vehicle.status", "vehicle.position"}),
-            since=since,
-            until=now + timedelta(seconds=1),
-        )
-        outcome = broker.database.run_sync(
-            lambda s: broker.gate.decide(s, request, now), write=True
-        )
-    finally:
-        broker.close()
-    assert isinstance(outcome, Release), outcome
-    return outcome
-
-
-def record(record_id: str, category: str, at: datetime, data: dict[str, Any]) -> dict[str, Any]:
-    return {"record_id": record_id, "vin": COOPER, "category": category,
+def record(
+    record_id: str, category: str, at: datetime, data: dict[str, Any], vin: str = CLUBMAN
+) -> dict[str, Any]:
+    return {"record_id": record_id, "vin": vin, "category": category,
             "recorded_at": format_instant(at), "data": data}  # fmt: skip
 
 
-POSITION = {"latitude": 52.37, "longitude": 4.89, "speed_kmh": 40.0, "heading_deg": 90.0,
+POSITION = {"latitude": 51.92, "longitude": 4.48, "speed_kmh": 40.0, "heading_deg": 90.0,
             "trip_id": "t1"}  # fmt: skip
-STATUS = {"mileage_km": 1000.0, "battery_voltage_v": 13.9, "doors_locked": True}
 
 
-def test_log_in_revoke_switch_location_off_and_download(
-    chromium: Any, served: Served, tmp_path: Path, backend: str
+def status_data(mileage: float) -> dict[str, Any]:
+    return {"mileage_km": mileage, "battery_voltage_v": 13.9, "doors_locked": True}
+
+
+class Hooks:
+    """The fleet operator's webhook endpoint on 127.0.0.1: every delivery, verified with
+    the ``standardwebhooks`` library against the subscription's secret."""
+
+    def __init__(self) -> None:
+        self.secret = ""
+        self._received: list[tuple[bytes, dict[str, str]]] = []
+        self._lock = threading.Lock()
+        hooks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with hooks._lock:
+                    hooks._received.append((body, {k.lower(): v for k, v in self.headers.items()}))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def messages(self) -> list[dict[str, Any]]:
+        import standardwebhooks
+
+        with self._lock:
+            received = list(self._received)
+        webhook = standardwebhooks.Webhook(self.secret)
+        return [dict(webhook.verify(body, headers)) for body, headers in received]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def subscribe(served: Served, hooks: Hooks, events: list[str]) -> None:
+    form = urlencode({"grant_type": "client_credentials"}).encode()
+    status, token = served.call(
+        "POST", "/oauth/token",
+        headers={"Authorization": FLEET_AUTH,
+                 "Content-Type": "application/x-www-form-urlencoded"},
+        body=form,
+    )  # fmt: skip
+    assert status == 200, token
+    status, sub = served.call(
+        "POST", "/v1/recipient/webhooks",
+        headers={"Authorization": f"Bearer {token['access_token']}",
+                 "Content-Type": "application/json"},
+        body=json.dumps({"url": hooks.url, "event_types": events}).encode(),
+    )  # fmt: skip
+    assert status == 201, sub
+    hooks.secret = sub["secret"]
+
+
+def deliver_until(served: Served, hooks: Hooks, done: Any, log: Path) -> list[dict[str, Any]]:
+    """Run a ``broker webhooks worker`` process until ``done(messages)``, then stop it."""
+    with log.open("ab") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "broker.cli", "webhooks", "worker"],
+            env=served.env, stdout=out, stderr=out,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while not done(messages := hooks.messages()):
+                if worker.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"delivered so far: {messages}\n{log.read_text()}")
+                time.sleep(0.2)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    return messages
+
+
+def mileages(messages: list[dict[str, Any]], vin: str) -> list[float]:
+    """The mileages the fleet operator received for ``vin``, in the order received."""
+    return [
+        r["data"]["mileage_km"]
+        for m in messages
+        if m["type"] == "data.vehicle.status"
+        for r in m["data"]["records"]
+        if r["vehicle"] == vin
+    ]
+
+
+def test_location_off_then_revoke_and_object_in_the_browser_stop_every_channel(
+    chromium: Any, fleet_served: Served, tmp_path: Path, backend: str
 ) -> None:
+    """carla owns the Clubman and the Aceman, both in the fleet of Lage Landen Lease (fleet
+    clearance on legitimate interest, delivered by webhook); she lets Polder Verzekeringen
+    pull her Clubman's data (consent, DPoP-bound token)."""
+    served = fleet_served
+    hooks = Hooks()
+    try:
+        _scenario(chromium, served, hooks, tmp_path, backend)
+    finally:
+        hooks.close()
+
+
+def _scenario(chromium: Any, served: Served, hooks: Hooks, tmp_path: Path, backend: str) -> None:
     width, height = SIZES["desktop"]
     context = chromium.new_context(
         viewport={"width": width, "height": height}, accept_downloads=True
@@ -264,71 +374,121 @@ def test_log_in_revoke_switch_location_off_and_download(
         "console",
         lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
     )
-    start = datetime.now(UTC) - timedelta(hours=2)
-    before = ingest(
+    worker_log = tmp_path / "worker.log"
+    subscribe(served, hooks, ["data.vehicle.status", "data.vehicle.position", "grant.ended"])
+
+    # Log in; consent for the insurer on the Clubman: its pull carries positions.
+    log_in(page, served.base, "carla")
+    assert page.locator("html").get_attribute("lang") == "en"  # carla prefers English
+    key = pull_site.example.DpopKey()
+    token = insurer_token(page, served, key, CLUBMAN)
+    start = datetime.now(UTC)  # the insurer's grant covers data recorded from now on
+    stored = ingest(
         served,
-        [record("p-before", "vehicle.position", start + timedelta(minutes=10), POSITION),
-         record("s-before", "vehicle.status", start + timedelta(minutes=10), STATUS)],
+        [record("p-before", "vehicle.position", start, POSITION),
+         record("s-before", "vehicle.status", start, status_data(1000)),
+         record("a-before", "vehicle.status", start, status_data(2000), vin=ACEMAN)],
     )  # fmt: skip
-    assert before == ["stored", "stored"]
-    released = insurer_release(served, start)
-    assert "vehicle.position" in {r["category"] for r in released.payload.records}
+    assert stored == ["stored"] * 3
+    status, pulled = insurer_pull(served, key, token, CLUBMAN, start)
+    assert status == 200, pulled
+    assert {r["category"] for r in pulled["records"]} == {"vehicle.status", "vehicle.position"}
 
-    log_in(page, served.base)
-    assert page.locator("html").get_attribute("lang") == "nl"  # anna prefers Dutch
-    tokens = insurer_token(page, served)
-    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
-    status, covered = served.call("GET", "/v1/recipient/grants", headers=bearer)
-    assert status == 200
-    [grant_id] = [g["grant"] for g in covered["grants"]]
-
-    # See the grants; revoke the new one, through its confirmation page.
-    page.goto(f"{served.base}/grants")
-    assert page.locator("h1").inner_text() == "Mijn gegevensdeling"
-    card = page.locator(f"#grant-{grant_id}")
-    assert "Polder Verzekeringen" in card.inner_text()
-    shoot(page, f"{backend}-grants-nl-desktop")
-    card.get_by_role("button", name="Trek de toestemming voor Polder Verzekeringen in").click()
-    page.wait_for_url(f"**/grants/{grant_id}/end?action=withdraw")
-    shoot(page, f"{backend}-confirm-nl-desktop")
-    page.get_by_role("button", name="Ja, nu intrekken").click()
-    page.wait_for_url(f"**/grants/{grant_id}?ended=1")
-    assert page.get_by_role("status").is_visible()
-    shoot(page, f"{backend}-revoked-nl-desktop")
-
-    # The insurer's next call with the token it already held is refused.
-    status, _ = served.call("GET", "/v1/recipient/grants", headers=bearer)
-    assert status == 401
-
-    # Location off for the Cooper: no position reaches any recipient from now on.
+    # Location off for the Clubman: no position reaches any recipient from now on —
+    # not a new one (withheld at ingest), not a stored one (insurer's pull, fleet's queue).
     page.goto(f"{served.base}/vehicles")
-    section = page.locator("section.vehicle").filter(has_text=COOPER)
-    section.get_by_label("Locatie verzamelen").uncheck()
-    section.get_by_label("Locatie delen").uncheck()
+    section = page.locator("section.vehicle").filter(has_text=CLUBMAN)
+    section.get_by_label("Collect location").uncheck()
+    section.get_by_label("Share location").uncheck()
     section.get_by_role("button").click()
     page.wait_for_url("**/vehicles?saved=1")
-    assert (
-        not page.locator("section.vehicle")
-        .filter(has_text=COOPER)
-        .get_by_label("Locatie verzamelen")
-        .is_checked()
+    assert not (
+        page.locator("section.vehicle").filter(has_text=CLUBMAN)
+        .get_by_label("Share location").is_checked()
+    )  # fmt: skip
+    shoot(page, f"{backend}-location-off-en-desktop")
+    later = datetime.now(UTC)
+    assert ingest(served, [record("p-after", "vehicle.position", later, POSITION)]) == ["withheld"]
+    status, pulled = insurer_pull(served, key, token, CLUBMAN, start)
+    assert status == 200, pulled
+    assert {r["category"] for r in pulled["records"]} == {"vehicle.status"}
+    assert "vehicle.position" in {w.get("category") for w in pulled["withheld"]}
+    # The fleet's queue is delivered: the Clubman's status (queued after its position,
+    # so its arrival means the position's turn has passed), the Aceman's status; no position.
+    delivered = deliver_until(
+        served, hooks, lambda ms: mileages(ms, CLUBMAN) and mileages(ms, ACEMAN), worker_log
     )
-    shoot(page, f"{backend}-location-off-nl-desktop")
-    after = ingest(served, [record("p-after", "vehicle.position", datetime.now(UTC), POSITION)])
-    assert after == ["withheld"]
-    released = insurer_release(served, start)
-    assert {r["category"] for r in released.payload.records} == {"vehicle.status"}
+    assert delivered[0]["type"] == "ping"
+    assert (mileages(delivered, CLUBMAN), mileages(delivered, ACEMAN)) == ([1000], [2000])
+    assert "data.vehicle.position" not in {m["type"] for m in delivered}
+    assert not any("latitude" in json.dumps(m) for m in delivered)
 
-    # Download the copy.
+    # Revoke the insurer's consent in one click (with its confirmation page).
+    status, covered = served.call(
+        "GET", "/v1/recipient/grants",
+        headers={"Authorization": f"DPoP {token}",
+                 "DPoP": key.proof("GET", f"{served.base}/v1/recipient/grants", token)},
+    )  # fmt: skip
+    assert status == 200, covered
+    [insurer_grant] = [g["grant"] for g in covered["grants"]]
+    page.goto(f"{served.base}/grants")
+    assert page.locator("h1").inner_text() == "My data sharing"
+    shoot(page, f"{backend}-grants-en-desktop")
+    card = page.locator(f"#grant-{insurer_grant}")
+    card.get_by_role("button", name="Withdraw the permission for Polder Verzekeringen").click()
+    page.wait_for_url(f"**/grants/{insurer_grant}/end?action=withdraw")
+    shoot(page, f"{backend}-confirm-withdraw-en-desktop")
+    page.get_by_role("button", name="Yes, withdraw now").click()
+    page.wait_for_url(f"**/grants/{insurer_grant}?ended=1")
+    assert page.get_by_role("status").is_visible()
+    # The insurer's next pull, with the token it held, is refused.
+    status, refused = insurer_pull(served, key, token, CLUBMAN, start)
+    assert status == 401, refused
+
+    # New fleet data is queued for both vehicles; carla objects to the Clubman's clearance.
+    now = datetime.now(UTC)
+    stored = ingest(
+        served,
+        [record("s-queued", "vehicle.status", now, status_data(3000)),
+         record("a-queued", "vehicle.status", now, status_data(4000), vin=ACEMAN)],
+    )  # fmt: skip
+    assert stored == ["stored", "stored"]
+    page.goto(f"{served.base}/grants")
+    fleet = page.locator("#grant-gr-fleet-clubman")
+    fleet.get_by_role("button", name="Object to the processing by Lage Landen Lease").click()
+    page.wait_for_url("**/grants/gr-fleet-clubman/end?action=object")
+    shoot(page, f"{backend}-confirm-object-en-desktop")
+    page.get_by_role("button", name="Yes, object now").click()
+    page.wait_for_url("**/grants/gr-fleet-clubman?ended=1")
+    shoot(page, f"{backend}-objected-en-desktop")
+
+    # The fleet's queued Clubman webhook is not sent; the grant's end is (after it, in the
+    # Clubman's order); the Aceman's queued data still is.
+    seen = len(delivered)
+
+    def ended(ms: list[dict[str, Any]]) -> bool:
+        types = {(m["type"], m["data"].get("grant")) for m in ms[seen:]}
+        return ("grant.ended", "gr-fleet-clubman") in types and 4000 in mileages(ms, ACEMAN)
+
+    delivered = deliver_until(served, hooks, ended, worker_log)
+    assert mileages(delivered, CLUBMAN) == [1000]  # 3000 was queued, never sent
+    assert mileages(delivered, ACEMAN) == [2000, 4000]
+    [notice] = [m for m in delivered[seen:] if m["type"] == "grant.ended"]
+    assert notice["data"]["erase"] is True
+
+    # Download the copy: it lists both recipients.
+    page.goto(f"{served.base}/")
     with page.expect_download() as info:
-        page.get_by_role("button", name="Mijn gegevens downloaden").click()
+        page.get_by_role("button", name="Download my data").click()
     path = tmp_path / "copy.json"
     info.value.save_as(path)
     copy = json.loads(path.read_text("utf-8"))
     assert info.value.suggested_filename.startswith("my-vehicle-data-")
-    assert copy["account"]["login"] == "anna"
-    assert "rcp-insurer" in {r["id"] for r in copy["recipients"]}
-    assert {r["id"] for r in copy["telemetry"]["records"]} == {"p-before", "s-before"}
+    assert copy["account"]["login"] == "carla"
+    assert {"rcp-insurer", "rcp-fleet"} <= {r["id"] for r in copy["recipients"]}
+    held = {r["id"] for r in copy["telemetry"]["records"]}
+    assert {"p-before", "s-before", "s-queued", "a-before", "a-queued"} <= held
+    assert "p-after" not in held  # collection was off: never kept
     assert violations == []
     context.close()
 
