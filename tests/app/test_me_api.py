@@ -7,6 +7,7 @@ from base64 import b64encode
 from datetime import timedelta
 from typing import Any
 
+from oauth_site import log_in
 from sqlmodel import select
 from worlds import COOPER, COUNTRYMAN, NOW
 
@@ -198,6 +199,12 @@ async def test_transfers_come_from_the_audit_log_newest_first_a_page_at_a_time(
     assert grant["last_transfer"] == first["at"]
     status, _, _ = await kit.api("GET", "/v1/me/grants/gr-anna-insurer/transfers?page=zero", token)
     assert status == 400
+    # The page's transfer table names the safeguard in words, not as a code.
+    await log_in(kit.site, "anna")
+    html = await (await kit.site.browser.get("/grants/gr-anna-insurer?lang=en")).text()
+    table = html.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    assert table.count("within the European Economic Area") == 3  # one per transfer
+    assert "eea" not in table
 
 
 async def test_each_operation_needs_its_scope(kit: Any) -> None:
