@@ -36,9 +36,6 @@ FORMAT_VERSION = 1
 #: The decisions an entry records.
 DECISIONS = frozenset({"released", "partial", "denied", "recorded"})
 
-#: The kinds the broker writes; other non-empty strings are allowed.
-KINDS = frozenset({"release", "denial", "grant_event", "notice", "purge"})
-
 #: Upper bound on the canonical size of ``details``: it is for a few small facts.
 MAX_DETAILS_BYTES = 4096
 

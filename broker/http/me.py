@@ -132,7 +132,9 @@ def add_routes(app: web.Application, *, runtime: Callable[[], MeRuntime]) -> Non
     async def export(request: web.Request) -> web.Response:
         broker, customer_id = await customer(request, "data:export")
         now = broker.clock.now()
-        body = await broker.database.read(lambda s: broker.customer_app.export(s, customer_id, now))
+        body = await broker.database.write(  # the copy appends its audit entry
+            lambda s: broker.customer_app.export(s, customer_id, now)
+        )
         return export_response(body, now.date().isoformat())
 
     route(
@@ -246,6 +248,7 @@ def add_routes(app: web.Application, *, runtime: Callable[[], MeRuntime]) -> Non
         "/v1/me/export",
         export,
         summary="A copy of the customer's data (GDPR Art. 15 and 20), as a JSON attachment",
+        description="Every copy handed out is recorded in the audit log (`subject_access`).",
         tag=TAG,
         security=EXPORT,
         responses={

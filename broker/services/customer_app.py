@@ -19,6 +19,9 @@ What a customer may see and do:
   secondary driver may only switch them off. The vehicle row is what ingest and
   the gate read, so it applies to every channel at once; each change is audited.
 * **transfers**: the audit log's releases that relied on one of their grants.
+* **the copy** (Art. 15 and 20): every copy handed out is itself an audit entry
+  (``subject_access``), appended in the transaction that read the data; it names
+  the customer by a keyed reference and holds counts only, never a VIN or contact data.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ from broker.vault.vault import Vault
 log = logging.getLogger(__name__)
 
 COPY_FORMAT = "vehicle-data-broker/customer-copy"
+COPY_VERSION = 1
+SUBJECT_ACCESS = "subject_access"
 MAX_PAGE_SIZE = 100
 OWNER = "owner"
 _ACTIVE_STATES = frozenset({GrantState.ACTIVE, GrantState.SUSPENDED})
@@ -259,10 +264,16 @@ class CustomerApp:
     # -- the copy (Art. 15 / 20) -------------------------------------------------------------
 
     def export(self, session: Session, customer_id: str, now: datetime) -> dict[str, Any]:
-        """Everything held about the customer, and every recipient it went to."""
+        """Everything held about the customer, and every recipient it went to (audited).
+
+        Runs in a write transaction: the audit lock is taken before anything is read,
+        so the copy lists exactly the releases logged before its own ``subject_access``
+        entry, which commits with the reads or not at all.
+        """
         customer = party_store.customer(session, customer_id)
         if customer is None:
             raise NotFound("no such customer")
+        audit_store.serialise(session)  # one lock order with the gate
         held = customer_view.holdings(session, customer_id)
         grants = self._visible(session, customer_id, held, now)
         entries = self._transfers(session, grants)
@@ -284,9 +295,11 @@ class CustomerApp:
             }
             for g in described
         }
+        counts = dict(sorted(Counter(r.category for r in records).items()))
+        self._record_copy(session, customer_id, now, counts=counts, grants=grants, entries=entries)
         return {
             "format": COPY_FORMAT,
-            "version": 1,
+            "version": COPY_VERSION,
             "generated_at": format_instant(now),
             "account": {
                 "id": customer.id,
@@ -304,7 +317,7 @@ class CustomerApp:
             "transfers": [_transfer(e, names) for e in entries],
             "telemetry": {
                 "source": "the vehicles' connected-car services, sent by the car maker's backend",
-                "counts": dict(sorted(Counter(r.category for r in records).items())),
+                "counts": counts,
                 "records": [
                     {
                         "id": r.id,
@@ -317,6 +330,46 @@ class CustomerApp:
                 ],
             },
         }
+
+    def _record_copy(
+        self,
+        session: Session,
+        customer_id: str,
+        now: datetime,
+        *,
+        counts: dict[str, int],
+        grants: list[Grant],
+        entries: list[AuditEntry],
+    ) -> None:
+        """Append the copy's ``subject_access`` entry: a keyed customer reference, the
+        categories and counts (``counts``: records per category), no VIN, no contact data,
+        no recipient (the copy goes to the customer themself)."""
+        reference = self.keyring.pseudonymiser("broker", "subject-access").pseudonym(
+            "customer", customer_id
+        )
+        audit_store.append(
+            session,
+            [
+                AuditEntry(
+                    at=now,
+                    kind=SUBJECT_ACCESS,
+                    decision="recorded",
+                    categories=tuple(counts),
+                    record_count=sum(counts.values()),
+                    reasons=("a copy of their data, handed to the data subject (Art. 15, 20)",),
+                    subject_ref=f"customer:{reference}",
+                    details={
+                        "format": COPY_FORMAT,
+                        "version": COPY_VERSION,
+                        "records": sum(counts.values()),
+                        "grants": len(grants),
+                        "transfers": len(entries),
+                        "recipients": len({e.recipient_id for e in entries}),
+                    },
+                )
+            ],
+        )
+        log.info("copy of the customer's data handed out", extra={"customer_id": customer_id})
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -74,13 +74,17 @@ def when(value: str | None) -> str:
 
 
 def add_customer_app_routes(app: web.Application, *, runtime: Callable[[], AppRuntime]) -> None:
-    async def use(request: web.Request, work: Callable[[Any, str, datetime], Any]) -> Any:
-        """Run ``work(session, customer_id, now)`` for the logged-in customer, reading."""
+    async def use(
+        request: web.Request, work: Callable[[Any, str, datetime], Any], *, write: bool = False
+    ) -> Any:
+        """Run ``work(session, customer_id, now)`` for the logged-in customer, reading
+        (or, with ``write``, in a write transaction)."""
         customer = await require_customer(request)
         broker = runtime()
         now = broker.clock.now()
+        run = broker.database.write if write else broker.database.read
         try:
-            return await broker.database.read(lambda s: work(s, customer.id, now))
+            return await run(lambda s: work(s, customer.id, now))
         except NotFound as error:
             raise NotYours(error.detail) from None
 
@@ -169,7 +173,7 @@ def add_customer_app_routes(app: web.Application, *, runtime: Callable[[], AppRu
 
     async def export(request: web.Request) -> web.StreamResponse:
         broker = runtime()
-        body = await use(request, broker.customer_app.export)
+        body = await use(request, broker.customer_app.export, write=True)  # audited
         return export_response(body, broker.clock.now().date().isoformat())
 
     pages: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]], str]] = [

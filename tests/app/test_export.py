@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
 from sqlmodel import col, select
 from worlds import COOPER, COUNTRYMAN, NOW
 
+from broker.audit.entry import canonical_json
+from broker.commands import audit as audit_command
 from broker.domain.contracts import Channel
 from broker.gate.release import Release
 from broker.store import audit as audit_store
@@ -105,6 +108,67 @@ async def test_the_copys_recipients_and_transfers_match_the_audit_log(kit: Any) 
             {m for e in entries for m in e["transfer_mechanisms"]}
         )
     assert "scc:SCC-DEMO-2025-017" in recipients["rcp-devpartner"]["transfer_mechanisms"]
+
+
+def logged(kit: Any, kind: str) -> list[dict[str, Any]]:
+    """The audit log's entries of one kind, read straight from the audit store."""
+    entries = kit.site.broker.database.run_sync(lambda s: audit_store.read(s, limit=100_000))
+    return [e.to_json() for e in entries if e.kind == kind]
+
+
+async def test_every_copy_handed_out_is_audited_and_never_a_transfer(kit: Any) -> None:
+    await make_transfers(kit)
+    token = await kit.token("anna")  # also logs anna in on the pages
+    path = f"/v1/me/vehicles/{COOPER}/location"
+    off = {"collection": False, "sharing": False}
+    assert (await kit.api("PUT", path, token, json=off))[0] == 200  # a location_setting entry
+    assert len(logged(kit, "location_setting")) == 1
+
+    status, first, _ = await kit.api("GET", "/v1/me/export", token)
+    assert status == 200
+    assert audit_command(kit.site.broker, "checkpoint")[0]  # a signed tree over the first
+    page = await kit.site.browser.get("/export")  # the download button
+    assert page.status == 200
+    second = json.loads(await page.read())
+
+    # Exactly two subject_access entries, one per copy, without the VIN or contact data.
+    copies = logged(kit, "subject_access")
+    assert len(copies) == 2
+    for entry in copies:
+        text = canonical_json(entry).decode()
+        for secret in (COOPER, COUNTRYMAN, "cus-anna", "Anna de Vries", "anna.devries@"):
+            assert secret not in text, secret
+        assert entry["decision"] == "recorded" and entry["recipient_id"] == ""
+        assert entry["grant_ids"] == [] and entry["subject_ref"].startswith("customer:psn_")
+        assert entry["details"]["format"] == second["format"]
+        assert entry["details"]["records"] == len(second["telemetry"]["records"]) == 4
+        assert entry["details"]["transfers"] == len(second["transfers"]) == 2
+        assert entry["details"]["grants"] == len(second["grants"])
+    assert copies[0]["subject_ref"] == copies[1]["subject_ref"]  # the same customer, keyed
+
+    # Neither a copy nor a location change is a transfer: the copies, the grant's
+    # transfer history and the overview all list exactly the audit log's releases.
+    expected = kit.site.broker.database.run_sync(
+        lambda s: anna_expected_transfers(s, kit.site.clock.now())
+    )
+    seqs = sorted((e["seq"] for e in expected), reverse=True)
+    assert [t["seq"] for t in first["transfers"]] == seqs
+    assert [t["seq"] for t in second["transfers"]] == seqs
+    assert first["recipients"] == second["recipients"]
+    assert sum(r["transfers"] for r in second["recipients"]) == len(expected)
+    insurer = [e["seq"] for e in expected if "gr-anna-insurer" in e["grant_ids"]]
+    _, history, _ = await kit.api("GET", "/v1/me/grants/gr-anna-insurer/transfers", token)
+    assert [t["seq"] for t in history["items"]] == insurer and history["total"] == 1
+    _, overview, _ = await kit.api("GET", "/v1/me/grants", token)
+    counts = {g["id"]: g["transfer_count"] for v in overview["vehicles"] for g in v["grants"]}
+    assert sum(counts.values()) == sum(len(g["transfers"]) for g in second["grants"]) == 2
+    assert counts["gr-anna-insurer"] == 1
+
+    # The log with its new entries still verifies, as `broker audit verify` says.
+    ok, lines = audit_command(kit.site.broker, "verify")
+    assert ok, lines
+    size = kit.site.broker.database.run_sync(audit_store.size)
+    assert lines == [f"audit log OK: {size} entries; {size - 1} covered by a signed checkpoint"]
 
 
 async def test_the_copy_holds_account_contact_vehicles_grants_and_own_telemetry(
