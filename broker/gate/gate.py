@@ -13,11 +13,12 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session
 
 from broker.audit.entry import AuditEntry
-from broker.clock import Clock, format_instant
+from broker.clock import Clock, format_instant, parse_instant
 from broker.domain.contracts import Channel, Contract, ProtectionLevel, effective_terms
 from broker.domain.grants import Grant
 from broker.gate.group_commit import GroupCommitter
@@ -446,6 +447,7 @@ class Gate:
                     reasons=tuple(r.text() for r in reasons),
                     payload_digest=payload.digest() if payload else "",
                     subject_ref=_subject_ref(request, grants),
+                    details=_recorded_span(payload),
                 )
             ],
         )
@@ -463,6 +465,19 @@ def _before_grant(grant: Grant, since: datetime) -> list[Reason]:
             f"the requested range starts before the grant was active ({format_instant(start)})",
         )
     ]
+
+
+def _recorded_span(payload: ProtectedPayload | None) -> dict[str, Any]:
+    """When the released records were recorded (first, last): whose data it was, for the
+    customer's transfer history, follows from it (a vehicle changes hands)."""
+    times = [
+        parse_instant(r["recorded_at"])
+        for r in (payload.records if payload else ())
+        if isinstance(r.get("recorded_at"), str)
+    ]
+    if not times:
+        return {}
+    return {"recorded": {"from": format_instant(min(times)), "to": format_instant(max(times))}}
 
 
 def _subject_ref(request: ReleaseRequest, grants: list[Grant]) -> str:

@@ -35,7 +35,7 @@ from typing import Any
 from sqlmodel import Session
 
 from broker.audit.entry import AuditEntry
-from broker.clock import format_instant
+from broker.clock import format_instant, parse_instant
 from broker.documents import DocumentLibrary
 from broker.domain.grants import Grant, GrantAction, GrantState
 from broker.domain.legal import Activation, LegalBasis, admits_objection
@@ -121,7 +121,7 @@ class CustomerApp:
         held = customer_view.holdings(session, customer_id)
         current = _current(held, now)
         grants = self._visible(session, customer_id, held, now)
-        transfers = self._transfers(session, grants)
+        transfers = self._transfers(session, grants, held)
         models = {h.vin: h.model for h in held}
         vehicles: dict[str, dict[str, Any]] = {
             h.vin: _vehicle(h) | {"current": True, "grants": []} for h in current
@@ -143,7 +143,7 @@ class CustomerApp:
         held = customer_view.holdings(session, customer_id)
         grant = self._find(session, customer_id, grant_id, held, now)
         return self._describe(
-            session, customer_id, grant, held, now, self._transfers(session, [grant])
+            session, customer_id, grant, held, now, self._transfers(session, [grant], held)
         )
 
     def transfers(
@@ -160,7 +160,7 @@ class CustomerApp:
         page, per_page = max(1, page), min(max(1, per_page), MAX_PAGE_SIZE)
         held = customer_view.holdings(session, customer_id)
         grant = self._find(session, customer_id, grant_id, held, now)
-        entries = self._transfers(session, [grant])
+        entries = self._transfers(session, [grant], held)
         names = _recipient_names(session, {grant.recipient_id})
         start = (page - 1) * per_page
         items = [_transfer(e, names) for e in entries[start : start + per_page]]
@@ -202,7 +202,7 @@ class CustomerApp:
             extra={"customer_id": customer_id, "grant_id": grant.id, "action": action.value},
         )
         return self._describe(
-            session, customer_id, ended, held, now, self._transfers(session, [ended])
+            session, customer_id, ended, held, now, self._transfers(session, [ended], held)
         )
 
     def set_location(
@@ -275,8 +275,8 @@ class CustomerApp:
             raise NotFound("no such customer")
         audit_store.serialise(session)  # one lock order with the gate
         held = customer_view.holdings(session, customer_id)
-        grants = self._visible(session, customer_id, held, now)
-        entries = self._transfers(session, grants)
+        grants = self._visible(session, customer_id, held, now, former=True)
+        entries = self._transfers(session, grants, held)
         recipient_ids = {g.recipient_id for g in grants}
         names = _recipient_names(session, recipient_ids)
         described = []
@@ -374,10 +374,18 @@ class CustomerApp:
     # -- helpers -----------------------------------------------------------------------------
 
     def _visible(
-        self, session: Session, customer_id: str, held: list[Holding], now: datetime
+        self,
+        session: Session,
+        customer_id: str,
+        held: list[Holding],
+        now: datetime,
+        *,
+        former: bool = False,
     ) -> list[Grant]:
-        vins_now = {h.vin for h in _current(held, now)}
-        return customer_view.visible_grants(session, customer_id, vins_now)
+        """The customer's own grants and the vehicle-linked grants of the vehicles they
+        hold now (``former``: of every vehicle they ever held, for the copy)."""
+        vins = {h.vin for h in (held if former else _current(held, now))}
+        return customer_view.visible_grants(session, customer_id, vins)
 
     def _find(
         self, session: Session, customer_id: str, grant_id: str, held: list[Holding], now: datetime
@@ -387,10 +395,32 @@ class CustomerApp:
                 return grant
         raise NotFound("no such grant")
 
-    def _transfers(self, session: Session, grants: list[Grant]) -> list[AuditEntry]:
-        return customer_view.releases_for(
+    def _transfers(
+        self, session: Session, grants: list[Grant], held: list[Holding]
+    ) -> list[AuditEntry]:
+        """The releases that concern the customer: every release under their own grants;
+        under a vehicle-linked grant, those of data recorded while they held the vehicle
+        (a vehicle's earlier or later owners see their own periods only)."""
+        entries = customer_view.releases_for(
             session, {g.id for g in grants}, {g.recipient_id for g in grants}
         )
+        own = {g.id for g in grants if g.customer_id is not None}
+        linked = {g.id: g.vin for g in grants if g.customer_id is None}
+        periods: dict[str, list[tuple[datetime, datetime | None]]] = {}
+        for h in held:
+            periods.setdefault(h.vin, []).append((h.since, h.until))
+
+        def concerns(entry: AuditEntry) -> bool:
+            if own.intersection(entry.grant_ids):
+                return True
+            first, last = _recorded_span(entry)
+            return any(
+                last >= since and (until is None or first < until)
+                for grant_id in linked.keys() & set(entry.grant_ids)
+                for since, until in periods.get(linked[grant_id], ())
+            )
+
+        return [e for e in entries if concerns(e)]
 
     def _describe(
         self,
@@ -510,6 +540,15 @@ def _rights(
     else:
         note = "fleet_clearance"
     return {"allowed": allowed, "note": note}
+
+
+def _recorded_span(entry: AuditEntry) -> tuple[datetime, datetime]:
+    """When the release's records were recorded (first, last); the release time for an
+    entry that does not say."""
+    recorded = entry.details.get("recorded")
+    if isinstance(recorded, dict):
+        return parse_instant(recorded["from"]), parse_instant(recorded["to"])
+    return entry.at, entry.at
 
 
 def _status(state: GrantState) -> str:

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlmodel import col, select
 from worlds import COOPER, COUNTRYMAN, NOW
 
 from broker.audit.entry import canonical_json
+from broker.clock import parse_instant
 from broker.commands import audit as audit_command
 from broker.domain.contracts import Channel
 from broker.gate.release import Release
@@ -18,32 +19,51 @@ from broker.store import audit as audit_store
 from broker.store.tables import GrantRow, VehiclePartyRow
 
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 
 
-def anna_expected_transfers(session: Any, now: Any) -> list[dict[str, Any]]:
-    """Straight from the audit store: releases that relied on a grant anna may see."""
-    own = {g.id for g in session.exec(select(GrantRow).where(GrantRow.customer_id == "cus-anna"))}
-    holds = [
-        p.vin
+def expected_transfers(session: Any, customer_id: str) -> list[dict[str, Any]]:
+    """Straight from the audit store: the releases that concern the customer — under
+    their own grants, or under a vehicle-linked grant of data recorded while they held
+    that vehicle (the entry's ``details.recorded`` span, else its time)."""
+    own = {g.id for g in session.exec(select(GrantRow).where(GrantRow.customer_id == customer_id))}
+    periods = [
+        (p.vin, p.since, p.until)
         for p in session.exec(
-            select(VehiclePartyRow).where(VehiclePartyRow.customer_id == "cus-anna")
+            select(VehiclePartyRow).where(VehiclePartyRow.customer_id == customer_id)
         )
-        if p.since <= now and (p.until is None or now < p.until)
     ]
     linked = {
-        g.id
+        g.id: g.vin
         for g in session.exec(
             select(GrantRow).where(
-                col(GrantRow.vin).in_(holds), col(GrantRow.customer_id).is_(None)
+                col(GrantRow.vin).in_({vin for vin, _, _ in periods}),
+                col(GrantRow.customer_id).is_(None),
             )
         )
     }
-    mine = own | linked
+
+    def concerns(e: Any) -> bool:
+        if own & set(e.grant_ids):
+            return True
+        span = e.details.get("recorded", {})
+        first = parse_instant(span["from"]) if span else e.at
+        last = parse_instant(span["to"]) if span else e.at
+        return any(
+            vin == linked[g] and last >= since and (until is None or first < until)
+            for g in set(e.grant_ids) & set(linked)
+            for vin, since, until in periods
+        )
+
     return [
         e.to_json()
         for e in audit_store.read(session, limit=100_000)
-        if e.kind == "release" and e.decision in {"released", "partial"} and mine & set(e.grant_ids)
+        if e.kind == "release" and e.decision in {"released", "partial"} and concerns(e)
     ]
+
+
+def anna_expected_transfers(session: Any, _now: Any) -> list[dict[str, Any]]:
+    return expected_transfers(session, "cus-anna")
 
 
 async def make_transfers(kit: Any) -> None:
@@ -108,6 +128,50 @@ async def test_the_copys_recipients_and_transfers_match_the_audit_log(kit: Any) 
             {m for e in entries for m in e["transfer_mechanisms"]}
         )
     assert "scc:SCC-DEMO-2025-017" in recipients["rcp-devpartner"]["transfer_mechanisms"]
+
+
+async def test_a_vehicles_transfers_follow_whose_data_it_was(kit: Any) -> None:
+    """anna sold the Countryman to bram on 1 March; the dealer's grant is linked to the
+    vehicle, not to either of them. Each sees the dealer's releases of data recorded while
+    they held it — anna after the sale too (her copy, Art. 15) — and never the other's."""
+    sale = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    kit.ingest(
+        [kit.record("s-anna", COUNTRYMAN, "vehicle.status", sale - 10 * DAY, kit.STATUS),
+         kit.record("s-bram", COUNTRYMAN, "vehicle.status", NOW - HOUR, kit.STATUS)]
+    )  # fmt: skip
+
+    async def dealer(since: datetime, until: datetime) -> int:
+        outcome = await kit.release(
+            recipient="rcp-dealer", contract="dealer-service", purpose="repair-and-warranty",
+            categories=frozenset({"vehicle.status"}), vin=COUNTRYMAN, since=since, until=until,
+        )  # fmt: skip
+        assert isinstance(outcome, Release) and len(outcome.payload.records) >= 1
+        return outcome.audit_seq
+
+    annas = await dealer(sale - 20 * DAY, sale)  # pulled after the sale, recorded before
+    brams = await dealer(sale, NOW)
+    both = await dealer(sale - 20 * DAY, NOW)
+
+    _, copy, _ = await kit.api("GET", "/v1/me/export", await kit.token("anna"))
+    dealer_seqs = [t["seq"] for t in copy["transfers"] if t["recipient"]["id"] == "rcp-dealer"]
+    assert dealer_seqs == [both, annas]
+    assert "rcp-dealer" in {r["id"] for r in copy["recipients"]}
+    former = next(g for g in copy["grants"] if g["id"] == "gr-dealer-countryman")
+    assert former["rights"]["allowed"] == []  # no longer hers to object to
+
+    bram = await kit.token("bram")
+    _, history, _ = await kit.api("GET", "/v1/me/grants/gr-dealer-countryman/transfers", bram)
+    assert [t["seq"] for t in history["items"]] == [both, brams]
+    _, theirs, _ = await kit.api("GET", "/v1/me/export", bram)
+    assert annas not in {t["seq"] for t in theirs["transfers"]}
+
+    for customer_id, mine in (("cus-anna", copy), ("cus-bram", theirs)):
+        expected = kit.site.broker.database.run_sync(
+            lambda s, c=customer_id: expected_transfers(s, c)
+        )
+        assert [t["seq"] for t in mine["transfers"]] == sorted(
+            (e["seq"] for e in expected), reverse=True
+        )
 
 
 def logged(kit: Any, kind: str) -> list[dict[str, Any]]:
