@@ -128,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        if args.command not in {"serve", "demo"}:
+        if _long_running(args):
+            configure_logging(settings.log_level, settings.log_format)
+        else:
             configure_logging("WARNING", "text", sys.stderr)
         return _dispatch(args, settings)
     except InvalidDocument as exc:
@@ -149,6 +151,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def _long_running(args: argparse.Namespace) -> bool:
+    """Commands that run until stopped log like a service (``BROKER_LOG_LEVEL``,
+    ``BROKER_LOG_FORMAT``: JSON by default); one-shot commands log warnings as text."""
+    return (
+        args.command == "serve"
+        or (args.command == "demo" and not args.no_serve)
+        or (args.command == "webhooks" and args.webhooks_command == "worker")
+    )
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

@@ -50,6 +50,8 @@ def make_worker(parts: WorkerParts, egress: Egress, *, name: str | None = None) 
         config=WorkerConfig(
             lease=timedelta(seconds=settings.webhook_lease_seconds),
             concurrency=settings.webhook_concurrency,
+            # on stop, deliveries in flight get one request timeout to finish
+            grace=timedelta(seconds=settings.webhook_timeout_seconds),
         ),
         name=name,
     )
@@ -68,7 +70,8 @@ async def run_worker(
 
 
 async def run_until_signalled(parts: WorkerParts) -> None:
-    """``broker webhooks worker``: deliver until SIGINT or SIGTERM."""
+    """``broker webhooks worker``: deliver until SIGINT or SIGTERM, then let the
+    deliveries in flight finish (see :meth:`DeliveryWorker.run`)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

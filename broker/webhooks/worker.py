@@ -61,6 +61,8 @@ class WorkerConfig:
     concurrency: int = 16
     poll_seconds: float = 0.5
     disable_after: timedelta = timedelta(days=5)
+    #: On stop, how long deliveries in flight may take to finish before they are cancelled.
+    grace: timedelta = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,12 @@ class DeliveryWorker:
         """Deliver until ``stop`` is set, up to ``concurrency`` messages in flight.
 
         A slow endpoint holds one slot until its timeout; the other slots go on.
+        Once ``stop`` is set nothing more is claimed, and the deliveries in flight
+        have ``grace`` to finish; any still running then are cancelled and left to
+        their lease (another worker sends them again, under the same ``webhook-id``).
         """
         inflight: set[asyncio.Task[None]] = set()
+        log.info("webhook worker started", extra={"worker": self.name})
         try:
             while not stop.is_set():
                 free = self.config.concurrency - len(inflight)
@@ -143,12 +149,20 @@ class DeliveryWorker:
                 )
                 stopping.cancel()
                 inflight -= done
+            log.info(
+                "webhook worker stopping", extra={"worker": self.name, "in_flight": len(inflight)}
+            )
+            if inflight:
+                _, inflight = await asyncio.wait(
+                    inflight, timeout=self.config.grace.total_seconds()
+                )
         finally:
             for task in inflight:
                 task.cancel()
             for task in inflight:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        log.info("webhook worker stopped", extra={"worker": self.name, "cancelled": len(inflight)})
 
     async def _claim(self, limit: int) -> list[WebhookMessageRow]:
         now = self.clock.now()

@@ -163,7 +163,7 @@ class Workers:
         await asyncio.sleep(0.5)  # from connecting (migrations checked) to polling
 
     def assert_quiet(self) -> None:
-        """No worker logged a failed delivery or claim (`webhooks worker` logs WARNING and up)."""
+        """No worker logged a failed delivery or claim, nor any traceback."""
         output = self.output()
         assert "failed" not in output and "Traceback" not in output, output
 
