@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pull_site
 import pytest
 from ingest_app import free_port
+from processes import broker_env
 from worlds import CLUBMAN, ROOT
 
 from broker.clock import format_instant
@@ -123,19 +124,16 @@ def served_on_sqlite(tmp_path: Path) -> Iterator[Served]:
 
 def _serve(database_url: str, tmp_path: Path, **settings: str) -> Iterator[Served]:
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("BROKER_")},
-        "BROKER_DATABASE_URL": database_url,
-        "BROKER_HOST": "127.0.0.1",
-        "BROKER_PORT": str(port),
-        "BROKER_PUBLIC_URL": f"http://localhost:{port}",
-        "BROKER_MASTER_KEY_FILE": str(tmp_path / "master.key"),
-        "BROKER_AUDIT_KEY_FILE": str(tmp_path / "audit.key"),
-        "BROKER_OAUTH_KEYS_DIR": str(tmp_path / "oauth-keys"),
-        "BROKER_PURGE_INTERVAL": "86400",
-        "BROKER_LOG_LEVEL": "WARNING",
+    env = broker_env(
+        database_url,
+        tmp_path,
+        BROKER_HOST="127.0.0.1",
+        BROKER_PORT=str(port),
+        BROKER_PUBLIC_URL=f"http://localhost:{port}",
+        BROKER_PURGE_INTERVAL="86400",
+        BROKER_LOG_LEVEL="WARNING",
         **settings,
-    }
+    )
     broker = [sys.executable, "-m", "broker.cli"]
     seed = ROOT / "examples" / "demo-seed.json"
     subprocess.run([*broker, "seed", str(seed)], env=env, check=True, capture_output=True)
@@ -228,18 +226,22 @@ def insurer_pull(served: Served, key: Any, token: str, vin: str, since: datetime
     return status, body
 
 
-def ingest(served: Served, records: list[dict[str, Any]]) -> list[str]:
-    form = urlencode({"grant_type": "client_credentials", "scope": "ingest"}).encode()
+def client_token(served: Served, basic: str, **form: str) -> str:
+    """A client-credentials access token."""
     status, token = served.call(
         "POST", "/oauth/token",
-        headers={"Authorization": BACKEND_AUTH,
-                 "Content-Type": "application/x-www-form-urlencoded"},
-        body=form,
+        headers={"Authorization": basic, "Content-Type": "application/x-www-form-urlencoded"},
+        body=urlencode({"grant_type": "client_credentials", **form}).encode(),
     )  # fmt: skip
     assert status == 200, token
+    return str(token["access_token"])
+
+
+def ingest(served: Served, records: list[dict[str, Any]]) -> list[str]:
+    token = client_token(served, BACKEND_AUTH, scope="ingest")
     status, answer = served.call(
         "POST", "/v1/ingest/records",
-        headers={"Authorization": f"Bearer {token['access_token']}",
+        headers={"Authorization": f"Bearer {token}",
                  "Content-Type": "application/json"},
         body=json.dumps(records).encode(),
     )  # fmt: skip
@@ -301,17 +303,10 @@ class Hooks:
 
 
 def subscribe(served: Served, hooks: Hooks, events: list[str]) -> None:
-    form = urlencode({"grant_type": "client_credentials"}).encode()
-    status, token = served.call(
-        "POST", "/oauth/token",
-        headers={"Authorization": FLEET_AUTH,
-                 "Content-Type": "application/x-www-form-urlencoded"},
-        body=form,
-    )  # fmt: skip
-    assert status == 200, token
+    token = client_token(served, FLEET_AUTH)
     status, sub = served.call(
         "POST", "/v1/recipient/webhooks",
-        headers={"Authorization": f"Bearer {token['access_token']}",
+        headers={"Authorization": f"Bearer {token}",
                  "Content-Type": "application/json"},
         body=json.dumps({"url": hooks.url, "event_types": events}).encode(),
     )  # fmt: skip

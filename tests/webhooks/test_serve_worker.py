@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -24,6 +23,7 @@ from typing import Any
 import aiohttp
 import standardwebhooks
 from ingest_app import free_port
+from processes import broker_env
 from webhooks.support import FLEET, Receiver
 from worlds import CLUBMAN, ROOT
 
@@ -92,20 +92,17 @@ class Served:
 async def serving(database_url: str, tmp_path: Path, *, worker: bool) -> AsyncIterator[Served]:
     """``broker serve`` on the demo seed; stopped (SIGTERM) on leaving, and must exit 0."""
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("BROKER_")},
-        "BROKER_DATABASE_URL": database_url,
-        "BROKER_HOST": "127.0.0.1",
-        "BROKER_PORT": str(port),
-        "BROKER_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "BROKER_MASTER_KEY_FILE": str(tmp_path / "master.key"),
-        "BROKER_AUDIT_KEY_FILE": str(tmp_path / "audit.key"),
-        "BROKER_OAUTH_KEYS_DIR": str(tmp_path / "oauth-keys"),
-        "BROKER_PURGE_INTERVAL": "86400",
-        "BROKER_LOG_LEVEL": "INFO",
-        "BROKER_WEBHOOK_ALLOW_HTTP_LOOPBACK": "1",
-        "BROKER_WEBHOOK_WORKER": "1" if worker else "0",
-    }
+    env = broker_env(
+        database_url,
+        tmp_path,
+        BROKER_HOST="127.0.0.1",
+        BROKER_PORT=str(port),
+        BROKER_PUBLIC_URL=f"http://127.0.0.1:{port}",
+        BROKER_PURGE_INTERVAL="86400",
+        BROKER_LOG_LEVEL="INFO",
+        BROKER_WEBHOOK_ALLOW_HTTP_LOOPBACK="1",
+        BROKER_WEBHOOK_WORKER="1" if worker else "0",
+    )
     broker = [sys.executable, "-m", "broker"]
     seed = ROOT / "examples" / "demo-seed.json"
     seeded = await asyncio.to_thread(

@@ -26,6 +26,7 @@ import pytest
 import standardwebhooks
 from aiohttp import web
 from ingest_app import App
+from processes import env_of
 from webhooks.support import Receiver, subscribe
 from worlds import ROOT
 
@@ -142,14 +143,8 @@ class WorkerProcess:
         self.stderr = self.tmp_path / "worker.err"
 
     def start(self) -> subprocess.Popen[bytes]:
-        settings = self.app.broker.settings
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
-        env.update(
-            BROKER_DATABASE_URL=settings.database_url,
-            BROKER_MASTER_KEY_FILE=str(settings.master_key_file),
-            BROKER_AUDIT_KEY_FILE=str(settings.audit_key_file),
-            BROKER_OAUTH_KEYS_DIR=str(settings.oauth_keys_dir),
-            BROKER_CONTRACTS_DIR=str(settings.contracts_dir),
+        env = env_of(
+            self.app.broker.settings,
             BROKER_WEBHOOK_ALLOW_HTTP_LOOPBACK="1",
             BROKER_WEBHOOK_TIMEOUT=str(TIMEOUT),
             BROKER_LOG_LEVEL="INFO",

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 import standardwebhooks
 from aiohttp import web
 from ingest_app import App
+from processes import env_of
 from webhooks.support import status_record, subscribe
 from worlds import CLUBMAN, ROOT
 
@@ -113,20 +114,15 @@ class Workers:
     def env(self, name: str, lease: int) -> dict[str, str]:
         settings = self.app.broker.settings
         url = sa.make_url(settings.database_url).update_query_dict({"application_name": name})
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
-        env.update(
+        # the master key that sealed the subscription secrets, and the app's other keys
+        return env_of(
+            settings,
             BROKER_DATABASE_URL=url.render_as_string(hide_password=False),
-            # the master key that sealed the subscription secrets, and the app's other keys
-            BROKER_MASTER_KEY_FILE=str(settings.master_key_file),
-            BROKER_AUDIT_KEY_FILE=str(settings.audit_key_file),
-            BROKER_OAUTH_KEYS_DIR=str(settings.oauth_keys_dir),
-            BROKER_CONTRACTS_DIR=str(settings.contracts_dir),
             BROKER_WEBHOOK_ALLOW_HTTP_LOOPBACK="1",
             BROKER_WEBHOOK_LEASE_SECONDS=str(lease),
             BROKER_WEBHOOK_CONCURRENCY=str(CONCURRENCY),
             BROKER_WEBHOOK_TIMEOUT="10",
         )
-        return env
 
     def start(self, name: str, *, lease: int) -> subprocess.Popen[bytes]:
         log_path = self.tmp_path / f"{name}.log"
