@@ -171,7 +171,8 @@ def configure_logging(level: str, fmt: LogFormat | str, stream: TextIO | None = 
 
     Idempotent: a second call replaces the handler installed by the first.
     aiohttp's own access log (which records query strings) is silenced; the
-    broker writes its own access line without them.
+    broker writes its own access line without them. Alembic logs below WARNING
+    only at DEBUG.
     """
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
@@ -195,3 +196,7 @@ def configure_logging(level: str, fmt: LogFormat | str, stream: TextIO | None = 
     root.addHandler(handler)
     root.setLevel(numeric)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Alembic's chatter (plugins, dialect) only when debugging; the broker logs the
+    # migration it ran itself (broker.store.migrate).
+    debugging = numeric <= logging.DEBUG
+    logging.getLogger("alembic").setLevel(logging.NOTSET if debugging else logging.WARNING)

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,8 @@ from broker.logs import (
     redact,
     reset_request_id,
 )
+from broker.store.database import Database
+from broker.store.migrate import head_revision, upgrade
 
 VIN = "WF0XXXGCDX1234567"
 EMAIL = "jane.doe+car@example.co.uk"
@@ -46,12 +49,14 @@ def root_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     access_level = logging.getLogger("aiohttp.access").level
+    alembic_level = logging.getLogger("alembic").level
     yield
     for handler in root.handlers:
         if handler not in handlers:
             root.removeHandler(handler)
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(access_level)
+    logging.getLogger("alembic").setLevel(alembic_level)
 
 
 def format_json(msg: str, args: Any = None, **extra: Any) -> str:
@@ -179,6 +184,28 @@ def test_configure_logging_is_idempotent_and_writes_json() -> None:
     assert entry["vin"] == "[vin]"
     logging.getLogger("broker.test").debug("not at this level")
     assert len(stream.getvalue().splitlines()) == 1
+
+
+@pytest.mark.usefixtures("root_logging")
+def test_a_migration_is_one_broker_line_at_info_and_alembics_chatter_only_at_debug(
+    tmp_path: Path,
+) -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=stream)
+    database = Database(f"sqlite:///{tmp_path / 'logs.sqlite3'}")
+    try:
+        upgrade(database)
+        upgrade(database)  # already current: says nothing
+    finally:
+        database.close()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(e["logger"], e["msg"]) for e in lines] == [
+        ("broker.store.migrate", "database schema migrated")
+    ]
+    assert lines[0]["from_revision"] is None and lines[0]["to_revision"] == head_revision()
+    configure_logging("DEBUG", "json", stream=stream)
+    logging.getLogger("alembic.runtime.migration").info("Context impl SQLiteImpl.")
+    assert "Context impl" in stream.getvalue()
 
 
 @pytest.mark.usefixtures("root_logging")

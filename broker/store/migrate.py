@@ -7,6 +7,7 @@ newer broker: it is refused with a clear message, never touched.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -18,6 +19,8 @@ from alembic.util.exc import CommandError
 
 from broker.errors import DatabaseError, DatabaseTooNew
 from broker.store.database import Database
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -62,13 +65,16 @@ def check_known(database: Database) -> str | None:
 
 def upgrade(database: Database) -> str:
     """Migrate to the newest revision; returns it."""
-    check_known(database)
+    before = check_known(database)
     try:
         with database.engine.begin() as connection:
             command.upgrade(_config(connection), "head")
     except sa.exc.OperationalError as exc:
         raise DatabaseError(f"cannot migrate {database.describe()}: {exc.orig!s}") from exc
-    return head_revision()
+    head = head_revision()
+    if before != head:
+        log.info("database schema migrated", extra={"from_revision": before, "to_revision": head})
+    return head
 
 
 def is_current(database: Database) -> bool:
