@@ -104,6 +104,27 @@ def _parser() -> argparse.ArgumentParser:
         help="run on PostgreSQL (a scratch database is created there and dropped)",
     )
 
+    bench_webhooks = bench_commands.add_parser(
+        "webhooks", help="messages/s through a delivery worker vs plain signed POSTs"
+    )
+    bench_webhooks.add_argument("--messages", type=int, default=2000)
+    bench_webhooks.add_argument("--vehicles", type=int, default=200)
+    bench_webhooks.add_argument(
+        "--concurrency",
+        type=int,
+        help="deliveries in flight (default BROKER_WEBHOOK_CONCURRENCY or 16)",
+    )
+    bench_webhooks.add_argument(
+        "--pings",
+        action="store_true",
+        help="queue pings instead of data messages: the delivery machinery without the gate",
+    )
+    bench_webhooks.add_argument(
+        "--postgres",
+        metavar="ADMIN_URL",
+        help="run on PostgreSQL (a scratch database is created there and dropped)",
+    )
+
     webhooks = commands.add_parser("webhooks", help="webhook deliveries (fleet operators)")
     webhook_commands = webhooks.add_subparsers(
         dest="webhooks_command", required=True, parser_class=_Parser
@@ -187,18 +208,31 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(f"new signing key {kid} is current from the next start; older keys stay published")
         return EXIT_OK
     if args.command == "bench":
-        return _bench(args)
+        return _bench(args, settings)
     return _with_broker(args, settings)
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from broker import bench
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from broker import bench, bench_webhooks
     from broker.demo import demo_seed_path
 
-    if args.bench_command == "ingest":
+    result: bench.BenchResult | bench.IngestBenchResult | bench_webhooks.WebhookBenchResult
+    if args.bench_command == "webhooks":
+        concurrency = args.concurrency or settings.webhook_concurrency
+        if args.messages < 1 or args.vehicles < 1 or concurrency < 1:
+            raise BadRequest("--messages, --vehicles and --concurrency must be at least 1")
+        result = bench_webhooks.bench_webhooks(
+            messages=args.messages,
+            vehicles=args.vehicles,
+            concurrency=concurrency,
+            postgres_admin_url=args.postgres,
+            seed_path=demo_seed_path(),
+            pings=args.pings,
+        )
+    elif args.bench_command == "ingest":
         if args.records < 1 or args.batch < 1:
             raise BadRequest("--records and --batch must be at least 1")
-        result: bench.BenchResult | bench.IngestBenchResult = bench.bench_ingest(
+        result = bench.bench_ingest(
             records=args.records,
             batch=args.batch,
             postgres_admin_url=args.postgres,

@@ -255,6 +255,29 @@ def test_bench_ingest_prints_a_ratio_to_its_baseline() -> None:
     assert float(lines["ratio ingest/plain"]) > 0
 
 
+def test_bench_webhooks_prints_a_ratio_to_its_baseline() -> None:
+    result = run("bench", "webhooks", "--messages", "60", "--vehicles", "6", "--concurrency", "4")
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
+    assert lines["backend"].strip() == "sqlite"
+    assert lines["messages"].strip().startswith("60 data.vehicle.status (6 vehicles")
+    assert float(lines["webhook messages/s"].split()[0].replace(",", "")) > 0
+    assert float(lines["plain POSTs/s"].split()[0].replace(",", "")) > 0
+    assert float(lines["ratio webhook/plain"]) > 0
+    bad = run("bench", "webhooks", "--vehicles", "0")
+    assert_one_line_error(bad)
+
+
+@pytest.mark.postgres
+def test_bench_webhooks_runs_pings_on_a_scratch_postgresql_database(postgres_admin: str) -> None:
+    result = run("bench", "webhooks", "--messages", "40", "--pings", "--postgres", postgres_admin)
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
+    assert lines["backend"].strip() == "postgresql"
+    assert lines["messages"].strip().startswith("40 ping ")
+    assert float(lines["ratio webhook/plain"]) > 0
+
+
 def test_purge_reports_what_it_erased(database_url: str) -> None:
     assert run("seed", str(DEMO_SEED), database_url=database_url).returncode == 0
     result = run("purge", database_url=database_url)

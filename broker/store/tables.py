@@ -423,6 +423,10 @@ class WebhookSubscriptionRow(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
+#: The open states of a webhook message (``broker.store.webhooks.OPEN``), as SQL.
+OPEN_STATES_SQL = "state IN ('pending', 'sending')"
+
+
 class WebhookMessageRow(SQLModel, table=True):
     """One outbox message for one subscription: a reference to what happened, never data.
 
@@ -436,7 +440,16 @@ class WebhookMessageRow(SQLModel, table=True):
     __tablename__ = "webhook_message"
     __table_args__ = (
         sa.Index("ix_webhook_message_due", "state", "next_attempt_at"),
-        sa.Index("ix_webhook_message_chain", "subscription_id", "order_key", "seq"),
+        # The open messages of each (subscription, order_key) chain: claiming asks whether an
+        # earlier one is open, and this stays as small as the backlog however long the history.
+        sa.Index(
+            "ix_webhook_message_open_chain",
+            "subscription_id",
+            "order_key",
+            "seq",
+            sqlite_where=sa.text(OPEN_STATES_SQL),
+            postgresql_where=sa.text(OPEN_STATES_SQL),
+        ),
     )
 
     seq: int | None = Field(default=None, primary_key=True)

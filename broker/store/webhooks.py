@@ -148,49 +148,60 @@ def enqueue(session: Session, messages: Sequence[dict[str, Any]], *, now: dateti
 def claim(
     session: Session, *, worker: str, now: datetime, lease: timedelta, limit: int
 ) -> list[WebhookMessageRow]:
-    """Claim up to ``limit`` due messages for ``worker`` until ``now + lease``."""
+    """Claim up to ``limit`` due messages for ``worker`` until ``now + lease``, in seq order.
+
+    One statement picks the due heads of their chains (on PostgreSQL locking them,
+    skipping rows another worker holds), marks them claimed and returns them.
+    """
     message = WebhookMessageRow.__table__  # type: ignore[attr-defined]
     sub = WebhookSubscriptionRow.__table__  # type: ignore[attr-defined]
     earlier = aliased(message)
-    blocked = sa.exists().where(
-        earlier.c.subscription_id == message.c.subscription_id,
-        earlier.c.order_key == message.c.order_key,
-        earlier.c.seq < message.c.seq,
-        earlier.c.state.in_(OPEN),
+    # Only the first open message of its (subscription, order_key) chain may go. Asked as
+    # "is it the chain's lowest open seq?": a scalar subquery, which both databases answer
+    # with one probe of the partial index of open chains, whatever their statistics say.
+    # The states are written into the SQL, not bound, so that the index's condition is
+    # provably met.
+    head = (
+        sa.select(sa.func.min(earlier.c.seq))
+        .where(
+            earlier.c.subscription_id == message.c.subscription_id,
+            earlier.c.order_key == message.c.order_key,
+            earlier.c.state.in_([sa.literal(s, literal_execute=True) for s in OPEN]),
+        )
+        .scalar_subquery()
     )
     due = sa.or_(
         sa.and_(message.c.state == PENDING, message.c.next_attempt_at <= now),
         sa.and_(message.c.state == SENDING, message.c.claimed_until <= now),
     )
-    query = (
+    picked = (
         sa.select(message.c.seq)
         .join(sub, sub.c.id == message.c.subscription_id)
-        .where(message.c.state.in_(OPEN), due, sub.c.status == ACTIVE, ~blocked)
+        .where(due, sub.c.status == ACTIVE, message.c.seq == head)
         .order_by(message.c.seq)
         .limit(limit)
     )
+    chosen: sa.ColumnElement[bool]
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=message)
-    seqs = list(session.execute(query).scalars())
-    if not seqs:
-        return []
-    session.execute(
-        sa.update(message)
-        .where(message.c.seq.in_(seqs))
+        picked = picked.with_for_update(skip_locked=True, of=message)
+        # = ANY(ARRAY(...)): the pick runs once and the update finds its rows by primary
+        # key (with IN (...) the planner may hash-join the whole table instead).
+        chosen = col(WebhookMessageRow.seq) == sa.func.any(sa.func.array(picked.scalar_subquery()))
+    else:
+        chosen = col(WebhookMessageRow.seq).in_(picked.scalar_subquery())
+    rows = session.scalars(
+        sa.update(WebhookMessageRow)
+        .where(chosen)
         .values(
             state=SENDING,
             claimed_by=worker,
             claimed_until=now + lease,
-            attempts=message.c.attempts + 1,
+            attempts=WebhookMessageRow.attempts + 1,
             updated_at=now,
         )
-    )
-    rows = session.exec(
-        select(WebhookMessageRow)
-        .where(col(WebhookMessageRow.seq).in_(seqs))
-        .order_by(col(WebhookMessageRow.seq))
+        .returning(WebhookMessageRow),
     ).all()
-    return list(rows)
+    return sorted(rows, key=lambda row: row.seq or 0)
 
 
 def finish(session: Session, seq: int, *, worker: str, now: datetime, **values: Any) -> bool:

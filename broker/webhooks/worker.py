@@ -35,7 +35,9 @@ from broker import __version__
 from broker.audit.entry import AuditEntry
 from broker.clock import Clock, SystemClock, format_instant
 from broker.domain.contracts import Channel, Contract
+from broker.errors import BrokerError
 from broker.gate.gate import Gate
+from broker.gate.group_commit import GroupCommitter
 from broker.gate.keyring import Keyring
 from broker.gate.release import Denial, ReleaseRequest, VehicleTarget, verify_release
 from broker.protection.protect import ProtectionContext, vehicle_reference
@@ -71,6 +73,20 @@ class _Drop:
     audit_seq: int | None = None
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed message and what sending it needs, read in the claiming transaction
+    (so that a delivery reads nothing more before it asks the gate)."""
+
+    message: WebhookMessageRow
+    sub: WebhookSubscriptionRow | None  # None: deleted since
+    keys: list[str]  # the secrets that sign now
+    #: Why the subscription's secrets could not be read: that delivery fails (and is left
+    #: to its lease) like any other, and the rest of the batch goes on.
+    problem: Exception | None
+    contract: Contract | None  # a data message's contract, the latest version
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()[:30]}-{os.getpid()}-{secrets.token_hex(3)}"
 
@@ -99,13 +115,18 @@ class DeliveryWorker:
         self.name = name or worker_name()
         # The signature's timestamp is checked by the receiver against its own wall clock.
         self.signing_clock = signing_clock or SystemClock()
+        # Outcomes of concurrent deliveries share one commit (each in its own savepoint).
+        self.outcomes = GroupCommitter(database)
 
     # -- running ----------------------------------------------------------------------------
 
     async def run_once(self) -> int:
         """Claim one batch of due messages and deliver them (concurrently); how many."""
-        claimed = await self._claim(self.config.concurrency)
-        await asyncio.gather(*(self.deliver(m) for m in claimed))
+        try:
+            claimed = await self._claim(self.config.concurrency)
+            await asyncio.gather(*(self.deliver(c) for c in claimed))
+        finally:
+            await self.outcomes.close()
         return len(claimed)
 
     async def drain(self, *, rounds: int = 1000) -> int:
@@ -131,14 +152,14 @@ class DeliveryWorker:
         try:
             while not stop.is_set():
                 free = self.config.concurrency - len(inflight)
-                claimed: list[WebhookMessageRow] = []
+                claimed: list[Claimed] = []
                 if free > 0:
                     try:
                         claimed = await self._claim(free)
                     except Exception:
                         log.exception("claiming webhook messages failed; retrying")
-                for message in claimed:
-                    inflight.add(asyncio.create_task(self.deliver(message)))
+                for one in claimed:
+                    inflight.add(asyncio.create_task(self.deliver(one)))
                 if claimed and len(inflight) < self.config.concurrency:
                     continue
                 stopping = asyncio.ensure_future(stop.wait())
@@ -162,33 +183,58 @@ class DeliveryWorker:
             for task in inflight:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            # An outcome not yet committed is left to its lease, like its delivery.
+            await self.outcomes.close()
         log.info("webhook worker stopped", extra={"worker": self.name, "cancelled": len(inflight)})
 
-    async def _claim(self, limit: int) -> list[WebhookMessageRow]:
+    async def _claim(self, limit: int) -> list[Claimed]:
         now = self.clock.now()
-        return await self.database.write(
-            lambda s: webhook_store.claim(
-                s, worker=self.name, now=now, lease=self.config.lease, limit=limit
-            )
+        return await self.database.write(lambda s: self._claimed(s, now, limit))
+
+    def _claimed(self, session: Session, now: datetime, limit: int) -> list[Claimed]:
+        messages = webhook_store.claim(
+            session, worker=self.name, now=now, lease=self.config.lease, limit=limit
         )
+        subs = {i: self._signing(session, i, now) for i in {m.subscription_id for m in messages}}
+        wanted = {
+            m.contract_id
+            for m in messages
+            if m.contract_id and m.event_type.startswith(events.DATA_PREFIX)
+        }
+        contracts = {i: contract_store.latest(session, i) for i in wanted}
+        return [
+            Claimed(m, *subs[m.subscription_id], contract=contracts.get(m.contract_id or ""))
+            for m in messages
+        ]
+
+    def _signing(
+        self, session: Session, subscription_id: str, now: datetime
+    ) -> tuple[WebhookSubscriptionRow | None, list[str], Exception | None]:
+        sub = webhook_store.subscription(session, subscription_id)
+        if sub is None:
+            return None, [], None
+        try:
+            return sub, self.secrets.signing(session, sub, now), None
+        except (LookupError, BrokerError) as exc:
+            return sub, [], exc
 
     # -- one message ------------------------------------------------------------------------
 
-    async def deliver(self, message: WebhookMessageRow) -> None:
+    async def deliver(self, claimed: Claimed) -> None:
         """Send one claimed message and record what happened (errors leave it to its lease)."""
         try:
-            await self._deliver(message)
+            await self._deliver(claimed)
         except Exception:
-            log.exception("webhook delivery failed", extra={"webhook_id": message.id})
+            log.exception("webhook delivery failed", extra={"webhook_id": claimed.message.id})
 
-    async def _deliver(self, message: WebhookMessageRow) -> None:
-        sub = await self.database.read(
-            lambda s: webhook_store.subscription(s, message.subscription_id)
-        )
+    async def _deliver(self, claimed: Claimed) -> None:
+        message, sub = claimed.message, claimed.sub
         if sub is None:
             await self._finish(message, state=webhook_store.DROPPED, last_error="deleted")
             return
-        built = await self._body(message, sub)
+        if claimed.problem is not None:
+            raise claimed.problem
+        built = await self._body(message, sub, claimed.contract)
         if isinstance(built, _Drop):
             log.info("webhook message dropped", extra={"webhook_id": message.id})
             await self._finish(
@@ -199,29 +245,27 @@ class DeliveryWorker:
             )
             return
         body, audit_seq = built
-        now = self.clock.now()
-        keys = await self.database.read(lambda s: self.secrets.signing(s, sub, now))
         timestamp = int(self.signing_clock.now().timestamp())
-        headers = signing.headers(keys, message.id, timestamp, body) | {
+        headers = signing.headers(claimed.keys, message.id, timestamp, body) | {
             "Content-Type": "application/json",
             "User-Agent": f"vehicle-data-broker-webhooks/{__version__}",
         }
         response = await self.egress.post(sub.url, body, headers)
-        await self.database.write(lambda s: self._record(s, message, response, audit_seq))
+        await self.outcomes.submit(lambda s: self._record(s, message, response, audit_seq))
 
     async def _finish(self, message: WebhookMessageRow, **values: Any) -> None:
         now = self.clock.now()
-        await self.database.write(
+        await self.outcomes.submit(
             lambda s: webhook_store.finish(s, message.seq or 0, worker=self.name, now=now, **values)
         )
 
     async def _body(
-        self, message: WebhookMessageRow, sub: WebhookSubscriptionRow
+        self, message: WebhookMessageRow, sub: WebhookSubscriptionRow, contract: Contract | None
     ) -> tuple[bytes, int | None] | _Drop:
         data: dict[str, Any]
         audit_seq: int | None = None
         if message.event_type.startswith(events.DATA_PREFIX):
-            released = await self._release(message)
+            released = await self._release(message, contract)
             if isinstance(released, _Drop):
                 return released
             data, audit_seq = released
@@ -240,9 +284,10 @@ class DeliveryWorker:
         body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
         return body, audit_seq
 
-    async def _release(self, message: WebhookMessageRow) -> tuple[dict[str, Any], int] | _Drop:
+    async def _release(
+        self, message: WebhookMessageRow, contract: Contract | None
+    ) -> tuple[dict[str, Any], int] | _Drop:
         contract_id = message.contract_id or ""
-        contract = await self.database.read(lambda s: contract_store.latest(s, contract_id))
         if contract is None or not (message.vin and message.category and message.since):
             return _Drop("no such contract or reference")
         request = ReleaseRequest(
