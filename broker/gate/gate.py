@@ -127,11 +127,20 @@ class Gate:
             since=now,
             until=now,
         )
-        if reasons := check_recipient(party_store.recipient(session, recipient_id)):
+        recipient = party_store.recipient(session, recipient_id)
+        if reasons := check_recipient(recipient):
             return self._deny(session, request, reasons, now, kind="eligibility")
         if reasons := check_contract(contract, recipient_id, request.channel, request.purpose, now):
             return self._deny(session, request, reasons, now, contract, kind="eligibility")
-        assert contract is not None
+        assert contract is not None and recipient is not None
+        # Even which categories a vehicle can provide goes nowhere without a safeguard.
+        countries = contract.processing_countries
+        transfer = check_transfer(recipient, countries, self.adequacy, now.date())
+        if not transfer.allowed:
+            reasons = [Reason("transfer_not_allowed", r) for r in transfer.reasons]
+            return self._deny(
+                session, request, reasons, now, contract, transfer, kind="eligibility"
+            )
         available = set(telemetry_read.available_categories(session, vin))
         setting = telemetry_read.location_settings(session, [vin]).get(vin)
         if setting is None or not setting.collection:

@@ -279,7 +279,7 @@ def _positive(request: web.Request, name: str, default: int) -> int:
     value = request.query.get(name)
     if value is None:
         return default
-    if not value.isdigit() or not 0 < int(value) <= 1_000_000:
+    if not (value.isascii() and value.isdigit()) or not 0 < int(value) <= 1_000_000:
         raise BadRequest(f"{name} is a positive integer")
     return int(value)
 

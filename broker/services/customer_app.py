@@ -163,7 +163,7 @@ class CustomerApp:
         entries = self._transfers(session, [grant], held)
         names = _recipient_names(session, {grant.recipient_id})
         start = (page - 1) * per_page
-        items = [_transfer(e, names) for e in entries[start : start + per_page]]
+        items = [_transfer(e, names, {grant.id}) for e in entries[start : start + per_page]]
         return Page(items, page, per_page, len(entries))
 
     # -- changing ----------------------------------------------------------------------------
@@ -216,6 +216,9 @@ class CustomerApp:
         now: datetime,
     ) -> dict[str, Any]:
         """Switch the vehicle's location collection and sharing (audited)."""
+        # The audit lock first (one lock order with the gate): the switches read below are
+        # then the ones this change replaces, whoever changed them just before.
+        audit_store.serialise(session)
         held = _current(customer_view.holdings(session, customer_id), now)
         holding = next((h for h in held if h.vin == vin), None)
         if holding is None:
@@ -224,7 +227,6 @@ class CustomerApp:
         widens = (collection and not before[0]) or (sharing and not before[1])
         if widens and holding.role != OWNER:
             raise NotPermitted("only the vehicle's owner can switch location on")
-        audit_store.serialise(session)  # one lock order with the gate
         changed = customer_view.set_location(session, vin, collection=collection, sharing=sharing)
         if changed:
             reference = self.keyring.pseudonymiser("broker", "location-settings").vehicle(vin)
@@ -277,12 +279,15 @@ class CustomerApp:
         held = customer_view.holdings(session, customer_id)
         grants = self._visible(session, customer_id, held, now, former=True)
         entries = self._transfers(session, grants, held)
+        visible = {g.id for g in grants}
         recipient_ids = {g.recipient_id for g in grants}
         names = _recipient_names(session, recipient_ids)
         described = []
         for grant in grants:
             view = self._describe(session, customer_id, grant, held, now, entries)
-            view["transfers"] = [_transfer(e, names) for e in entries if grant.id in e.grant_ids]
+            view["transfers"] = [
+                _transfer(e, names, visible) for e in entries if grant.id in e.grant_ids
+            ]
             described.append(view)
         periods = [OwnedPeriod(h.vin, h.since, h.until) for h in held if h.role == OWNER]
         records = own_records(session, self.vault, customer_id, periods)
@@ -314,7 +319,7 @@ class CustomerApp:
             "purposes": sorted(purposes.values(), key=lambda p: (p["contract"], p["recipient"])),
             "grants": described,
             "recipients": _recipients(entries, names),
-            "transfers": [_transfer(e, names) for e in entries],
+            "transfers": [_transfer(e, names, visible) for e in entries],
             "telemetry": {
                 "source": "the vehicles' connected-car services, sent by the car maker's backend",
                 "counts": counts,
@@ -574,13 +579,15 @@ def _vehicle(holding: Holding) -> dict[str, Any]:
     }
 
 
-def _transfer(entry: AuditEntry, names: dict[str, str]) -> dict[str, Any]:
+def _transfer(entry: AuditEntry, names: dict[str, str], visible: set[str]) -> dict[str, Any]:
+    """One release as the customer sees it: of the grants it relied on, only those the
+    customer may see (a population release relies on other customers' grants too)."""
     return {
         "seq": entry.seq,
         "at": format_instant(entry.at),
         "recipient": {"id": entry.recipient_id, "name": names.get(entry.recipient_id)},
         "contract": entry.contract_id,
-        "grants": list(entry.grant_ids),
+        "grants": [g for g in entry.grant_ids if g in visible],
         "channel": entry.channel,
         "purpose": entry.purpose,
         "categories": list(entry.categories),

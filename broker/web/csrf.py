@@ -79,7 +79,7 @@ def login_token_expiry(key: bytes, token: str | None) -> int | None:
     if not token or len(token) > _MAX_TOKEN:
         return None
     parts = token.split(".")
-    if len(parts) != 3 or not parts[1].isdigit():
+    if len(parts) != 3 or not (parts[1].isascii() and parts[1].isdigit()):
         return None
     nonce, expires_text, mac = parts
     expires = int(expires_text)

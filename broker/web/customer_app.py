@@ -268,8 +268,9 @@ def add_customer_app_routes(app: web.Application, *, runtime: Callable[[], AppRu
 
 
 def _page_number(request: web.Request) -> int:
-    value = request.query.get("page", "1")
-    return int(value) if value.isdigit() and 0 < int(value) < 1_000_000 else 1
+    value = request.query.get("page", "1")  # a bad page link shows the first page
+    digits = value.isascii() and value.isdigit()
+    return int(value) if digits and 0 < int(value) < 1_000_000 else 1
 
 
 def _text(fields: FormFields, name: str) -> str:

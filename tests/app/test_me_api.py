@@ -197,8 +197,10 @@ async def test_transfers_come_from_the_audit_log_newest_first_a_page_at_a_time(
     _, grant, _ = await kit.api("GET", "/v1/me/grants/gr-anna-insurer", token)
     assert grant["transfer_count"] == 3
     assert grant["last_transfer"] == first["at"]
-    status, _, _ = await kit.api("GET", "/v1/me/grants/gr-anna-insurer/transfers?page=zero", token)
-    assert status == 400
+    for page in ("zero", "0", "%C2%B2"):  # "²" is a digit to str.isdigit, not to int()
+        path = f"/v1/me/grants/gr-anna-insurer/transfers?page={page}"
+        status, _, _ = await kit.api("GET", path, token)
+        assert status == 400, page
     # The page's transfer table names the safeguard in words, not as a code.
     await log_in(kit.site, "anna")
     html = await (await kit.site.browser.get("/grants/gr-anna-insurer?lang=en")).text()

@@ -242,6 +242,9 @@ async def test_a_transfer_without_a_valid_mechanism_does_not_happen(world: World
     assert COOPER not in json.dumps(allowed.payload.document())
     assert all(ref.startswith("psn_") for ref in allowed.vehicle_refs)
 
+    eligible = await world.gate.eligibility("rcp-devpartner", "development-partner", COOPER)
+    assert not isinstance(eligible, Denial) and "vehicle.status" in eligible.categories
+
     no_scc = sa.delete(SccAgreementRow).where(sa.column("recipient_id") == "rcp-devpartner")
     world.db.run_sync(lambda s: s.execute(no_scc), write=True)
     denied = await world.gate.release(request)
@@ -249,6 +252,10 @@ async def test_a_transfer_without_a_valid_mechanism_does_not_happen(world: World
     assert denied.codes == ("transfer_not_allowed",)
     assert any("IN" in r.message for r in denied.reasons)
     assert audit_entry(world, denied.audit_seq).decision == "denied"
+    # Not even which data the vehicle can provide goes there without a safeguard.
+    refused = await world.gate.eligibility("rcp-devpartner", "development-partner", COOPER)
+    assert isinstance(refused, Denial) and refused.codes == ("transfer_not_allowed",)
+    assert audit_entry(world, refused.audit_seq).kind == "eligibility"
 
 
 async def test_a_population_release_is_anonymised(world: World) -> None:

@@ -144,6 +144,9 @@ async def test_refusals_name_the_rule(site: Site) -> None:
         assert response.headers["Content-Type"].startswith("application/problem+json")
         response = await client.get(url, params={"since": SINCE, "cursor": "not-a-cursor"})
         assert response.status_code == 400
+        for limit in ("0", "abc", "\u00b2"):  # "²" is a digit to str.isdigit, not to int()
+            response = await client.get(url, params={"since": SINCE, "limit": limit})
+            assert response.status_code == 400, (limit, response.text)
 
 
 async def test_the_contracts_rate_limit_answers_429_with_retry_after(site: Site) -> None:
