@@ -135,7 +135,9 @@ def open_broker(settings: Settings, *, clock: Clock | None = None) -> Broker:
         database.close()
         raise
     listeners = RevocationListeners()
-    listeners.register("notice", lambda session, ended: issue_notice(session, ended, keyring))
+    listeners.register(
+        "notice", lambda session, ended: issue_notice(session, ended, keyring, adequacy)
+    )
     listeners.register("oauth-tokens", revoke_grant_tokens)
     listeners.register("webhooks", on_grant_ended)
     oauth = BrokerAuthorizationServer(
@@ -147,7 +149,14 @@ def open_broker(settings: Settings, *, clock: Clock | None = None) -> Broker:
         scopes_supported=supported_scopes(documents),
         dpop=DpopPolicy(nonce_key=derive_nonce_key(key), nonce_required=settings.dpop_nonce),
     )
-    gate = Gate(database=database, clock=clock, adequacy=adequacy, keyring=keyring, vault=vault)
+    gate = Gate(
+        database=database,
+        clock=clock,
+        adequacy=adequacy,
+        keyring=keyring,
+        vault=vault,
+        free_text=documents.catalogue.free_text_targets,
+    )
     ingest = IngestService(database=database, documents=documents, clock=clock, vault=vault)
     grants = AnnouncingGrantService(listeners)  # a GrantService announcing to webhooks
     customer_app = CustomerApp(

@@ -53,6 +53,8 @@ class Settings:
     webhook_lease_seconds: int = 60
     webhook_concurrency: int = 16
     webhook_timeout_seconds: float = 10.0
+    #: Eligibility answers per recipient per (UTC) day, shared by every process.
+    eligibility_quota: int = 100
 
     @property
     def issuer(self) -> str:
@@ -101,6 +103,7 @@ class Settings:
                 webhook_timeout_seconds=float(
                     env.get("BROKER_WEBHOOK_TIMEOUT", base.webhook_timeout_seconds)
                 ),
+                eligibility_quota=int(env.get("BROKER_ELIGIBILITY_QUOTA", base.eligibility_quota)),
             )
         except ValueError as exc:
             raise ConfigurationError(f"invalid setting: {exc}") from exc

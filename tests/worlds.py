@@ -86,7 +86,10 @@ async def make_world(db: Database) -> World:
     keyring = Keyring(MASTER_KEY)
     ended: list[GrantEnded] = []
     listeners = RevocationListeners()
-    listeners.register("notice", lambda session, event: issue_notice(session, event, keyring))
+    adequacy = AdequacyTable.load(Settings().contracts_dir / "adequacy.json")
+    listeners.register(
+        "notice", lambda session, event: issue_notice(session, event, keyring, adequacy)
+    )
     listeners.register("test", lambda _session, event: ended.append(event))
     grants = GrantService(listeners)
     vault = Vault(MASTER_KEY, clock)
@@ -95,9 +98,10 @@ async def make_world(db: Database) -> World:
     gate = Gate(
         database=db,
         clock=clock,
-        adequacy=AdequacyTable.load(Settings().contracts_dir / "adequacy.json"),
+        adequacy=adequacy,
         keyring=keyring,
         vault=vault,
+        free_text=library.catalogue.free_text_targets,
     )
     ingest = IngestService(database=db, documents=library, clock=clock, vault=vault)
     return World(db, clock, gate, grants, ended, library, vault, ingest)

@@ -3,6 +3,8 @@
 A category is the unit of a grant. Its fields, their JSON types and units come
 from the category's own field schema (``contracts/categories/<id>.schema.json``),
 which also validates the ``data`` object of every record of that category.
+A field marked ``"x-free-text": true`` there holds free text: whatever is
+released of it is scrubbed of identifiers at every protection level.
 """
 
 from __future__ import annotations
@@ -34,12 +36,17 @@ class DataSubject(StrEnum):
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """One field of a category: its name, JSON types and format, from the field schema."""
+    """One field of a category: its name, JSON types and format, from the field schema.
+
+    ``free_text``: the field (or each item of it) is text the customer or the
+    vehicle wrote freely, so it may name anyone (``x-free-text`` in the schema).
+    """
 
     name: str
     types: frozenset[str]
     format: str | None = None
     description: str = ""
+    free_text: bool = False
 
     @property
     def numeric(self) -> bool:
@@ -122,6 +129,11 @@ class Catalogue:
     def field_names(self, category_id: str) -> frozenset[str]:
         return self.category(category_id).field_names
 
+    @property
+    def free_text_targets(self) -> frozenset[str]:
+        """``<category>.<field>`` of every free-text field."""
+        return frozenset(f"{c.id}.{f.name}" for c in self for f in c.fields if f.free_text)
+
     def validate_record_data(self, category_id: str, data: Any) -> list[DocumentError]:
         """Check a record's ``data`` object against its category's field schema.
 
@@ -199,6 +211,7 @@ def _field(name: str, spec: Mapping[str, Any], schemas: SchemaSet) -> FieldSpec:
         types=types,
         format=resolved.get("format"),
         description=str(spec.get("description", "")),
+        free_text=resolved.get("x-free-text") is True,
     )
 
 

@@ -1,4 +1,4 @@
-"""The document library: a contracts folder's schemas and catalogue, loaded once.
+"""The document library: a contracts folder's schemas and catalogues, loaded once.
 
 The composition root builds one :class:`DocumentLibrary` from
 ``Settings.contracts_dir`` and hands it to whatever validates contracts, seeds
@@ -14,12 +14,14 @@ from typing import Any
 from broker.documents import contracts, seed
 from broker.documents.catalogue import Catalogue
 from broker.documents.schemas import DocumentError, SchemaSet
+from broker.documents.vehicle_models import load_vehicle_models
 from broker.domain.contracts import Contract
 from broker.settings import Settings
 
 
 class DocumentLibrary:
-    """Owns the schema registry, the compiled validators and the category catalogue.
+    """Owns the schema registry, the compiled validators, the category catalogue and
+    the vehicle-model catalogue (which categories each model can provide).
 
     The methods are the functions of :mod:`broker.documents.contracts` and
     :mod:`broker.documents.seed`, bound to this library.
@@ -29,6 +31,7 @@ class DocumentLibrary:
         self.contracts_dir = contracts_dir
         self.schemas = SchemaSet(contracts_dir)
         self.catalogue = Catalogue.load(self.schemas)
+        self.vehicle_models = load_vehicle_models(self.schemas, self.catalogue)
 
     @property
     def samples_dir(self) -> Path:

@@ -195,11 +195,36 @@ class Anonymisation:
     k: int
 
 
+#: The time precision of pseudonymised data when the contract names none.
+DEFAULT_PSEUDONYMISED_TIME_PRECISION = IsoDuration(minutes=15)
+
+
 @dataclass(frozen=True)
 class Protection:
     level: ProtectionLevel
     transforms: tuple[Transform, ...] = ()
     anonymisation: Anonymisation | None = None
+    #: What the contract names (``time_precision``); see :attr:`time_precision_in_effect`.
+    time_precision: IsoDuration | None = None
+
+    @property
+    def time_precision_in_effect(self) -> IsoDuration | None:
+        """How precisely times go out: record times, ranges and anything else a recipient
+        sees are floored (a range's end ceiled) to it; None: exact.
+
+        The contract's ``time_precision``; when it names none, 15 minutes when
+        pseudonymised and exact when identified. Anonymised: at least the
+        anonymisation's time bucket.
+        """
+        named = self.time_precision
+        if self.level is ProtectionLevel.ANONYMISED and self.anonymisation is not None:
+            bucket = self.anonymisation.time_bucket
+            if named is None or named.nominal_seconds < bucket.nominal_seconds:
+                return bucket
+            return named
+        if named is None and self.level is ProtectionLevel.PSEUDONYMISED:
+            return DEFAULT_PSEUDONYMISED_TIME_PRECISION
+        return named
 
     def transform_for(self, target: str) -> Transform | None:
         return next((t for t in self.transforms if t.target == target), None)
@@ -291,6 +316,7 @@ class Contract:
                 )
                 if anonymisation
                 else None,
+                time_precision=_optional_duration(protection.get("time_precision")),
             ),
             channels=frozenset(Channel(c) for c in doc["channels"]),
             vehicle_identifier=VehicleIdentifier(doc["vehicle_identifier"]),
@@ -329,6 +355,8 @@ class Contract:
                 "trip_trim_m": anon.trip_trim_m,
                 "k": anon.k,
             }
+        if self.protection.time_precision is not None:
+            protection["time_precision"] = str(self.protection.time_precision)
         validity = {"from": format_instant(self.valid_from)}
         if self.valid_until is not None:
             validity["until"] = format_instant(self.valid_until)
@@ -364,6 +392,11 @@ class Contract:
         return doc
 
     @property
+    def time_precision(self) -> IsoDuration | None:
+        """How precisely times go out under this contract (None: exact)."""
+        return self.protection.time_precision_in_effect
+
+    @property
     def category_ids(self) -> frozenset[str]:
         return frozenset(t.category for t in self.categories)
 
@@ -381,6 +414,10 @@ class Contract:
 
 def _optional_instant(text: str | None) -> datetime | None:
     return parse_instant(text) if text is not None else None
+
+
+def _optional_duration(text: str | None) -> IsoDuration | None:
+    return IsoDuration.parse(text) if text is not None else None
 
 
 def _transform_from_document(target: str, spec: Mapping[str, Any]) -> Transform:
@@ -524,6 +561,13 @@ def _compare_protection(reasons: _Reasons, old: Contract, new: Contract) -> None
             reasons.widens.append(f"transform weaker on {target}")
         if narrower:
             reasons.narrows.append(f"transform stronger on {target}")
+    old_t, new_t = old_p.time_precision_in_effect, new_p.time_precision_in_effect
+    reasons.compare(
+        -(old_t.nominal_seconds if old_t else 0),
+        -(new_t.nominal_seconds if new_t else 0),
+        f"time precision finer: {old_t or 'exact'} -> {new_t or 'exact'}",
+        f"time precision coarser: {old_t or 'exact'} -> {new_t or 'exact'}",
+    )
     if old_p.anonymisation is not None and new_p.anonymisation is not None:
         a, b = old_p.anonymisation, new_p.anonymisation
         for name, old_value, new_value in (
@@ -690,6 +734,11 @@ def effective_terms(consented: Contract, current: Contract) -> Contract:
         processing_countries=consented.processing_countries & current.processing_countries,
         sender_constraint=consented.sender_constraint or current.sender_constraint,
     )
+    precision = _coarser_precision(consented.time_precision, current.time_precision)
+    if effective.protection.time_precision_in_effect != precision:  # else the default says it
+        effective = replace(
+            effective, protection=replace(effective.protection, time_precision=precision)
+        )
     return replace(effective, document=effective.to_document())
 
 
@@ -746,6 +795,13 @@ def _intersect_location(a: LocationTerms, b: LocationTerms) -> LocationTerms:
     precisions = frozenset(p for p in a.precisions | b.precisions if p.detail <= limit)
     grids = [g for g in (a.coarse_grid_m, b.coarse_grid_m) if g is not None]
     return LocationTerms(precisions, max(grids) if grids else None)
+
+
+def _coarser_precision(a: IsoDuration | None, b: IsoDuration | None) -> IsoDuration | None:
+    """The coarser of two time precisions (None is exact, the finest)."""
+    if a is None or b is None:
+        return a or b
+    return max(a, b, key=lambda d: d.nominal_seconds)
 
 
 def _earlier_end(a: datetime | None, b: datetime | None) -> datetime | None:

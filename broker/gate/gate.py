@@ -10,8 +10,9 @@ the release is handed to the channel.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -19,10 +20,14 @@ from sqlmodel import Session
 
 from broker.audit.entry import AuditEntry
 from broker.clock import Clock, format_instant, parse_instant
-from broker.domain.contracts import Channel, Contract, ProtectionLevel, effective_terms
+from broker.domain.contracts import Contract, ProtectionLevel, effective_terms
 from broker.domain.grants import Grant
+from broker.domain.vehicle_models import VehicleModels
+from broker.gate.announce import Announcement, EventRequest, decide_announcement
+from broker.gate.eligibility import decide_eligibility
 from broker.gate.group_commit import GroupCommitter
 from broker.gate.keyring import Keyring
+from broker.gate.listing import Listing, ListingRequest, decide_listing
 from broker.gate.release import (
     Denial,
     Eligibility,
@@ -42,26 +47,33 @@ from broker.policy.release import (
     pick_grant,
     split_categories,
 )
+from broker.protection.identifiers import CONTACT_KINDS, IdentifierIndex, IdentifierKind
 from broker.protection.protect import (
     ProtectedPayload,
     ProtectionContext,
     SourceRecord,
     Subject,
     protect,
+    scrubs_text_of,
     vehicle_reference,
 )
+from broker.protection.transforms import coarse_range
 from broker.store import audit as audit_store
 from broker.store import contracts as contract_store
 from broker.store import grants as grant_store
+from broker.store import identifier_index, telemetry_read
 from broker.store import parties as party_store
-from broker.store import telemetry_read
 from broker.store.database import Database
+from broker.store.identifier_index import IndexVersion
 from broker.transfer.adequacy import AdequacyTable
 from broker.transfer.check import TransferDecision, check_transfer
 from broker.vault.contacts import load_contact
 from broker.vault.vault import Vault
 
 log = logging.getLogger(__name__)
+
+#: A pseudonymised release skips a vehicle the recipient receives identified elsewhere.
+IDENTIFIED_ELSEWHERE = "identified_elsewhere"
 
 
 @dataclass(frozen=True)
@@ -83,90 +95,61 @@ class Gate:
         adequacy: AdequacyTable,
         keyring: Keyring,
         vault: Vault,
+        free_text: frozenset[str] | None = None,
     ) -> None:
+        """``free_text``: the catalogue's free-text field targets; None treats every
+        string as free text (scrubbed at every level)."""
         self.vault = vault
         self.database = database
         self.clock = clock
         self.adequacy = adequacy
         self.keyring = keyring
+        self.free_text = free_text
         self.committer = GroupCommitter(database)
         self._effective: dict[tuple[str, int, int], Contract] = {}
+        self._index: tuple[IndexVersion, IdentifierIndex] | None = None
+        self._index_lock = threading.Lock()
 
     async def release(self, request: ReleaseRequest) -> Outcome:
         """Decide ``request`` in the next group commit; the outcome once it is durable."""
         return await self.committer.submit(lambda s: self.decide(s, request, self.clock.now()))
 
     async def eligibility(
-        self, recipient_id: str, contract_id: str, vin: str
+        self, recipient_id: str, contract_id: str, vin: str, *, models: VehicleModels
     ) -> Eligibility | Denial:
-        """Which of the contract's categories ``vin`` can provide (no data), audited."""
+        """Which of the contract's categories ``vin``'s model can provide (no data),
+        audited (see :mod:`.eligibility`)."""
         return await self.committer.submit(
-            lambda s: self.decide_eligibility(s, recipient_id, contract_id, vin, self.clock.now())
+            lambda s: decide_eligibility(
+                s,
+                recipient_id,
+                contract_id,
+                vin,
+                self.clock.now(),
+                keyring=self.keyring,
+                adequacy=self.adequacy,
+                models=models,
+            )
+        )
+
+    async def listing(self, request: ListingRequest) -> Listing | Denial:
+        """The vehicles or grants a token covers, decided and audited (see :mod:`.listing`)."""
+        return await self.committer.submit(
+            lambda s: decide_listing(
+                s, request, self.clock.now(), keyring=self.keyring, adequacy=self.adequacy
+            )
+        )
+
+    async def announce(self, request: EventRequest) -> Announcement | Denial:
+        """A grant or fleet event's data, decided now and audited (see :mod:`.announce`)."""
+        return await self.committer.submit(
+            lambda s: decide_announcement(
+                s, request, self.clock.now(), keyring=self.keyring, adequacy=self.adequacy
+            )
         )
 
     async def close(self) -> None:
         await self.committer.close()
-
-    def decide_eligibility(
-        self, session: Session, recipient_id: str, contract_id: str, vin: str, now: datetime
-    ) -> Eligibility | Denial:
-        """Before a customer signs up, a recipient may learn which categories the vehicle
-        can provide: the contract's categories the vehicle has data in (position only
-        while its location collection is on). Unknown vehicles provide nothing, so the
-        answer never tells whether a VIN exists. Logged like any release."""
-        audit_store.serialise(session)
-        contract = contract_store.latest(session, contract_id)
-        channel = min(contract.channels) if contract is not None and contract.channels else None
-        request = ReleaseRequest(
-            recipient_id=recipient_id,
-            contract_id=contract_id,
-            channel=channel or Channel.PULL,
-            purpose=contract.purpose.code if contract is not None else "eligibility",
-            target=VehicleTarget(vin),
-            categories=frozenset(),
-            since=now,
-            until=now,
-        )
-        recipient = party_store.recipient(session, recipient_id)
-        if reasons := check_recipient(recipient):
-            return self._deny(session, request, reasons, now, kind="eligibility")
-        if reasons := check_contract(contract, recipient_id, request.channel, request.purpose, now):
-            return self._deny(session, request, reasons, now, contract, kind="eligibility")
-        assert contract is not None and recipient is not None
-        # Even which categories a vehicle can provide goes nowhere without a safeguard.
-        countries = contract.processing_countries
-        transfer = check_transfer(recipient, countries, self.adequacy, now.date())
-        if not transfer.allowed:
-            reasons = [Reason("transfer_not_allowed", r) for r in transfer.reasons]
-            return self._deny(
-                session, request, reasons, now, contract, transfer, kind="eligibility"
-            )
-        available = set(telemetry_read.available_categories(session, vin))
-        setting = telemetry_read.location_settings(session, [vin]).get(vin)
-        if setting is None or not setting.collection:
-            available.discard("vehicle.position")
-        categories = tuple(sorted(contract.category_ids & available))
-        [entry] = audit_store.append(
-            session,
-            [
-                AuditEntry(
-                    at=now,
-                    kind="eligibility",
-                    recipient_id=recipient_id[:64],
-                    contract_id=contract_id[:64],
-                    contract_version=contract.version,
-                    channel=request.channel.value,
-                    purpose=request.purpose[:100],
-                    categories=categories,
-                    protection=contract.protection.level.value,
-                    legal_basis=contract.legal_basis.value,
-                    decision="released",
-                    subject_ref=self.keyring.vehicle_ref(vin),
-                )
-            ],
-        )
-        assert entry.seq is not None
-        return Eligibility(recipient_id, contract_id, categories, entry.seq)
 
     # -- the path -------------------------------------------------------------------------
 
@@ -186,10 +169,13 @@ class Gate:
         vehicles, withheld, refusals = self._vehicles(session, request, contract, now)
         if not vehicles and refusals:
             return self._deny(session, request, refusals, now, contract)
+        # Audited, never told: which vehicle it is would link the pseudonym to its VIN.
+        elsewhere = [r for r in refusals if r.code == IDENTIFIED_ELSEWHERE]
 
-        records, next_after, outside = self._read(session, request, vehicles)
+        read, shown = _coarsened(request, contract, vehicles)
+        records, next_after, outside = self._read(session, read, vehicles)
         withheld += outside
-        payload = self._protect(records, vehicles, contract)
+        payload = self._protect(session, records, vehicles, contract)
         if not payload.records and withheld and any(r.reason.count for r in withheld):
             return self._deny(session, request, [w.reason for w in withheld], now, contract)
 
@@ -200,7 +186,7 @@ class Gate:
             reasons = [Reason("transfer_not_allowed", r) for r in transfer.reasons]
             return self._deny(session, request, reasons, now, contract, transfer)
 
-        decision = "partial" if withheld else "released"
+        decision = "partial" if withheld or elsewhere else "released"
         entry = self._audit(
             session,
             request,
@@ -208,7 +194,7 @@ class Gate:
             contract,
             kind="release",
             decision=decision,
-            reasons=[w.reason for w in withheld],
+            reasons=[w.reason for w in withheld] + elsewhere,
             grants=[v.grant for v in vehicles.values()],
             payload=payload,
             transfer=transfer,
@@ -232,6 +218,8 @@ class Gate:
             grant_ids=tuple(sorted(v.grant.id for v in vehicles.values())),
             next_after=next_after,
             seal=seal_for(entry.seq, payload.digest()),
+            since=shown[0],
+            until=shown[1],
         )
 
     def _vehicles(
@@ -256,6 +244,7 @@ class Gate:
         vehicles: dict[str, _Vehicle] = {}
         withheld: list[Withheld] = []
         refusals: list[Reason] = []
+        identified: set[str] | None = None  # read once, and only for a pseudonymised release
         for vin, grants in sorted(by_vin.items()):
             picked = pick_grant(grants, now)
             if reasons := check_grant(picked, now):
@@ -267,11 +256,26 @@ class Gate:
                 refusals += reasons
                 continue
             terms = self._terms(session, grant, contract)
+            if terms.protection.level is ProtectionLevel.PSEUDONYMISED:
+                if identified is None:
+                    target = request.target
+                    wanted = [target.vin] if isinstance(target, VehicleTarget) else None
+                    identified = self._identified(session, request.recipient_id, wanted, now)
+                if vin in identified:
+                    refusals.append(
+                        Reason(
+                            IDENTIFIED_ELSEWHERE,
+                            "the recipient receives this vehicle identified under another "
+                            "contract: no pseudonymised copy of it",
+                        )
+                    )
+                    continue
             context = ProtectionContext(
                 contract=terms,
                 recipient_id=request.recipient_id,
                 pseudonymiser=self.keyring.pseudonymiser(request.recipient_id, contract.id),
                 location_precision=grant.location_precision,
+                free_text=self.free_text,
             )
             setting = settings.get(vin)
             shared = setting is not None and setting.sharing and setting.collection
@@ -286,6 +290,21 @@ class Gate:
             )
         return vehicles, withheld, refusals
 
+    def _identified(
+        self, session: Session, recipient_id: str, vins: list[str] | None, now: datetime
+    ) -> set[str]:
+        """The vehicles the recipient holds an active grant on under an identified contract:
+        a pseudonymised copy of one of them would be joined to the identified one."""
+        levels: dict[str, ProtectionLevel | None] = {}
+        found: set[str] = set()
+        for grant in grant_store.of_recipient(session, recipient_id, vins):
+            if grant.contract_id not in levels:
+                latest = contract_store.latest(session, grant.contract_id)
+                levels[grant.contract_id] = latest.protection.level if latest else None
+            if levels[grant.contract_id] is ProtectionLevel.IDENTIFIED and grant.is_active(now):
+                found.add(grant.vin)
+        return found
+
     def _terms(self, session: Session, grant: Grant, latest: Contract) -> Contract:
         """The grant's effective terms: its consented version intersected with the latest."""
         if grant.contract_version == latest.version:
@@ -299,13 +318,33 @@ class Gate:
         return found
 
     def _subject(self, session: Session, vin: str) -> Subject:
-        """What identifies the people of this vehicle: logins and contact values, to scrub."""
-        identifiers: set[str] = set()
+        """What identifies the people of this vehicle: logins and contact values, to scrub
+        (or to let through, where the contract releases their kind)."""
+        labelled: set[tuple[IdentifierKind, str]] = set()
         for customer_id, login in party_store.holders(session, vin):
-            identifiers.add(login)
+            labelled.add((IdentifierKind.LOGIN, login))
             contact = load_contact(session, self.vault, customer_id) or {}
-            identifiers.update(str(v) for k, v in contact.items() if k != "country" and v)
-        return Subject(vin=vin, identifiers=frozenset(identifiers))
+            labelled.update(
+                (CONTACT_KINDS[k], str(v)) for k, v in contact.items() if k in CONTACT_KINDS and v
+            )
+        return Subject(vin=vin, labelled=frozenset(labelled))
+
+    def _identifier_index(self, session: Session) -> IdentifierIndex:
+        """Every customer's identifiers (keyed hashes), re-read only when the index changed."""
+        version = identifier_index.version(session)
+        with self._index_lock:
+            cached = self._index
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        entries = identifier_index.entries(session)
+        index = IdentifierIndex(
+            hasher=self.vault.identifier_hasher,
+            digests=frozenset(e.digest for e in entries),
+            max_words=max((e.words for e in entries), default=0),
+        )
+        with self._index_lock:
+            self._index = (version, index)
+        return index
 
     def _read(
         self, session: Session, request: ReleaseRequest, vehicles: dict[str, _Vehicle]
@@ -355,7 +394,11 @@ class Gate:
         return released, next_after, withheld
 
     def _protect(
-        self, records: list[SourceRecord], vehicles: dict[str, _Vehicle], contract: Contract
+        self,
+        session: Session,
+        records: list[SourceRecord],
+        vehicles: dict[str, _Vehicle],
+        contract: Contract,
     ) -> ProtectedPayload:
         subjects = {vin: v.subject for vin, v in vehicles.items()}
         if contract.protection.level is ProtectionLevel.ANONYMISED or not vehicles:
@@ -363,13 +406,23 @@ class Gate:
                 contract=contract,
                 recipient_id=contract.recipient,
                 pseudonymiser=self.keyring.pseudonymiser(contract.recipient, contract.id),
+                free_text=self.free_text,
             )
-            return protect(records, context, subjects)
+            return protect(records, self._with_index(session, records, context), subjects)
         parts = []
         for vin, vehicle in sorted(vehicles.items()):
             mine = [r for r in records if r.vin == vin]
-            parts.append(protect(mine, vehicle.context, {vin: vehicle.subject}))
+            context = self._with_index(session, mine, vehicle.context)
+            parts.append(protect(mine, context, {vin: vehicle.subject}))
         return _merge(parts, contract.protection.level)
+
+    def _with_index(
+        self, session: Session, records: list[SourceRecord], context: ProtectionContext
+    ) -> ProtectionContext:
+        """``context`` with the identifier index, if protecting ``records`` scrubs text."""
+        if not scrubs_text_of(records, context):
+            return context
+        return replace(context, index=self._identifier_index(session))
 
     # -- denial and audit -----------------------------------------------------------------
 
@@ -422,14 +475,7 @@ class Gate:
         payload: ProtectedPayload | None,
         transfer: TransferDecision | None,
     ) -> AuditEntry:
-        mechanisms: list[str] = []
-        countries: list[str] = []
-        if transfer is not None:
-            for country in transfer.countries:
-                countries.append(country.country)
-                if country.mechanism is not None:
-                    ref = f":{country.reference}" if country.reference else ""
-                    mechanisms.append(f"{country.mechanism}{ref}")
+        countries, mechanisms = transfer.audit_fields() if transfer is not None else ((), ())
         released = (
             sorted({r["category"] for r in payload.records if "category" in r}) if payload else []
         )
@@ -449,8 +495,8 @@ class Gate:
                     fields=payload.fields if payload else (),
                     record_count=len(payload.records) if payload else 0,
                     protection=contract.protection.level.value if contract else "",
-                    destination_countries=tuple(sorted(set(countries))),
-                    transfer_mechanisms=tuple(sorted(set(mechanisms))),
+                    destination_countries=countries,
+                    transfer_mechanisms=mechanisms,
                     legal_basis=contract.legal_basis.value if contract else "",
                     decision=decision,
                     reasons=tuple(r.text() for r in reasons),
@@ -463,9 +509,39 @@ class Gate:
         return entry
 
 
-def _before_grant(grant: Grant, since: datetime) -> list[Reason]:
+def _grant_start(grant: Grant) -> datetime:
     periods = grant.active_periods()
-    start = periods[0][0] if periods else grant.valid_from
+    return periods[0][0] if periods else grant.valid_from
+
+
+def _coarsened(
+    request: ReleaseRequest, contract: Contract, vehicles: dict[str, _Vehicle]
+) -> tuple[ReleaseRequest, tuple[datetime, datetime]]:
+    """The request as read, and the range as the recipient may see it.
+
+    The range is widened to whole buckets of the coarsest time precision among
+    the contract and the vehicles' effective terms (a bisection of ``since`` or
+    ``until`` then learns nothing finer). A range the recipient did not choose (a
+    webhook event's) is read exactly and only shown coarsened. A range that must
+    lie within the grant is not widened to before the grant's start (a time the
+    recipient knows already).
+    """
+    precisions = [contract.time_precision, *(v.terms.time_precision for v in vehicles.values())]
+    known = [p for p in precisions if p is not None]
+    precision = max(known, key=lambda p: p.nominal_seconds) if known else None
+    shown = coarse_range(request.since, request.until, precision)
+    if request.exact_range:
+        return request, shown
+    since, until = shown
+    if request.within_grant and vehicles:
+        start = max(_grant_start(v.grant) for v in vehicles.values())
+        if since < start <= request.since:
+            since = start
+    return replace(request, since=since, until=until), (since, until)
+
+
+def _before_grant(grant: Grant, since: datetime) -> list[Reason]:
+    start = _grant_start(grant)
     if since >= start:
         return []
     return [

@@ -1,15 +1,18 @@
-"""The pseudonym keys of every (recipient, contract), derived once from the master key."""
+"""Keys derived once from the master key: pseudonyms per (recipient, contract), cursors."""
 
 from __future__ import annotations
 
 import threading
 
 from broker.protection.keys import Pseudonymiser
+from broker.protection.sealing import Sealer
 
 
 class Keyring:
     def __init__(self, master_key: bytes) -> None:
         self._master_key = master_key
+        #: Seals the cursors handed to recipients; the same in every process (one master key).
+        self.sealer = Sealer.from_master_key(master_key)
         self._cache: dict[tuple[str, str], Pseudonymiser] = {}
         self._lock = threading.Lock()
 

@@ -4,6 +4,9 @@ A :class:`Release` can only be made by the gate: it carries a seal (an HMAC
 under a per-process key over its audit sequence number and payload digest)
 that :func:`verify_release` checks. A channel calls ``verify_release`` before
 sending anything, so nothing it did not get from the gate can leave through it.
+The other things the gate hands over whole (an event's data,
+:mod:`broker.gate.announce`) carry the same seal over their audit sequence
+number and :func:`document_digest`, checked with :func:`seal_matches`.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from broker.audit.entry import canonical_json
 from broker.domain.contracts import Channel
 from broker.errors import BrokerError
 from broker.policy.release import Reason
@@ -48,10 +53,15 @@ class ReleaseRequest:
     categories: frozenset[str]
     since: datetime
     until: datetime
-    after: tuple[datetime, str] | None = None  # cursor: the last (recorded_at, record id) seen
+    #: The last (recorded_at, record id) seen, from a sealed cursor: never shown to anyone.
+    after: tuple[datetime, str] | None = None
     limit: int | None = None
     customer_id: str | None = None  # a customer-bound token: only this customer's grants count
     within_grant: bool = False  # refuse a range that starts before the grant was active
+    #: The range is the broker's own (a webhook event's), not chosen by the recipient: read
+    #: exactly as given. Otherwise the gate widens it to the contract's time precision, so
+    #: bisecting a range tells nothing finer (see :class:`Release` ``since``/``until``).
+    exact_range: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,9 @@ class Release:
     grant_ids: tuple[str, ...]
     next_after: tuple[datetime, str] | None
     seal: str = field(repr=False)
+    #: The range released as the recipient may see it: at the contract's time precision.
+    since: datetime | None = None
+    until: datetime | None = None
 
     @property
     def digest(self) -> str:
@@ -100,12 +113,16 @@ Outcome = Release | Denial
 
 @dataclass(frozen=True)
 class Eligibility:
-    """Which of a contract's categories a vehicle can provide: categories only, no data."""
+    """Which of a contract's categories a vehicle's model can provide: categories only,
+    no data. ``document`` is the answer a channel sends, ``digest`` the SHA-256 of its
+    canonical JSON, as in its audit entry (see :mod:`broker.gate.eligibility`)."""
 
     recipient_id: str
     contract_id: str
     categories: tuple[str, ...]
     audit_seq: int
+    document: dict[str, Any] = field(default_factory=dict)
+    digest: str = ""
 
 
 class ForgedRelease(BrokerError):
@@ -119,11 +136,21 @@ def seal_for(audit_seq: int, digest: str) -> str:
     return hmac.new(_SEAL_KEY, message, hashlib.sha256).hexdigest()
 
 
+def seal_matches(audit_seq: int, digest: str, seal: str) -> bool:
+    """Whether ``seal`` is the gate's seal over (``audit_seq``, ``digest``)."""
+    return hmac.compare_digest(seal_for(audit_seq, digest), seal)
+
+
+def document_digest(document: Mapping[str, Any] | list[Any]) -> str:
+    """The SHA-256 of a document's canonical JSON: the payload digest of anything the gate
+    hands over whole (an event's data, a notices page), as its audit entry records it."""
+    return hashlib.sha256(canonical_json(document)).hexdigest()
+
+
 def verify_release(release: object) -> Release:
     """The release, if the gate made it; raises :class:`ForgedRelease` otherwise."""
     if not isinstance(release, Release):
         raise ForgedRelease("a channel accepts only releases made by the gate")
-    expected = seal_for(release.audit_seq, release.payload.digest())
-    if not hmac.compare_digest(expected, release.seal):
+    if not seal_matches(release.audit_seq, release.payload.digest(), release.seal):
         raise ForgedRelease("the release's seal does not match its content")
     return release

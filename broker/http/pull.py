@@ -7,20 +7,22 @@
   audit entry (a refusal too);
 - ``GET /v1/recipient/notices`` and ``POST .../notices/{id}/acknowledgement``:
   the notices feed of ended grants (erase the data), acknowledged and audited;
-- ``POST /v1/recipient/eligibility``: which categories a vehicle can provide
-  before its owner signs up (categories only, audited);
+- ``POST /v1/recipient/eligibility``: which categories a vehicle's model can
+  provide before its owner signs up (categories only, audited; never for an
+  anonymised contract);
 - ``GET /v1/recipient/exports/{contract}``: a periodic export of a population
   (the OBFCM report), for contracts with the ``export`` channel.
 
 Rate limits are per contract (its ``rate_limit``), counted in the database so
-every process shares them: 429 with ``Retry-After``. A contract that requires
-DPoP refuses bearer tokens. Errors are RFC 9457 problem details; a vehicle the
-caller may not see is answered exactly like one that does not exist.
+every process shares them: 429 with ``Retry-After``; eligibility answers also
+count against the recipient's daily quota (``Settings.eligibility_quota``). A
+contract that requires DPoP refuses bearer tokens. Errors are RFC 9457 problem
+details; a vehicle the caller may not see is answered exactly like one that does
+not exist.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterable
@@ -37,8 +39,15 @@ from broker.domain.contracts import Channel, Contract, VehicleIdentifier
 from broker.domain.grants import Grant
 from broker.errors import BadRequest, BrokerError
 from broker.gate import notices as notice_store
-from broker.gate.gate import Gate
+from broker.gate.gate import IDENTIFIED_ELSEWHERE, Gate
 from broker.gate.keyring import Keyring
+from broker.gate.listing import (
+    SENDER_CONSTRAINT,
+    ListingRequest,
+    ListingView,
+    handle_for,
+    verify_listing,
+)
 from broker.gate.release import (
     Denial,
     Eligibility,
@@ -57,7 +66,8 @@ from broker.http.oauth import (
     require_token,
 )
 from broker.oauth.server import BrokerAuthorizationServer, TokenKind
-from broker.protection.keys import Pseudonymiser
+from broker.protection.sealing import Sealer, UnsealError, associated_data
+from broker.settings import Settings
 from broker.store import contracts as contract_store
 from broker.store import grants as grant_store
 from broker.store import rate_limits
@@ -77,6 +87,7 @@ class PullRuntime(Protocol):
     gate: Gate
     keyring: Keyring
     documents: DocumentLibrary
+    settings: Settings
 
 
 class VehicleNotFound(BrokerError):
@@ -134,14 +145,6 @@ class Covered:
     handle: str  # what the recipient calls the vehicle
 
 
-def vehicle_handle(grant: Grant, contract: Contract, pseudonymiser: Pseudonymiser) -> str:
-    if contract.vehicle_identifier is VehicleIdentifier.VIN:
-        return grant.vin
-    if contract.vehicle_identifier is VehicleIdentifier.PSEUDONYM:
-        return pseudonymiser.vehicle(grant.vin)
-    return grant.id
-
-
 def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> None:
     async def token_for(request: web.Request, scopes: Iterable[str] = ()) -> TokenContext:
         broker = runtime()
@@ -161,8 +164,7 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
                     continue
                 if not grant.is_active(now):
                     continue
-                pseudonymiser = broker.keyring.pseudonymiser(recipient, contract.id)
-                handle = vehicle_handle(grant, contract, pseudonymiser)
+                handle = handle_for(grant, contract, broker.keyring)
                 found.append(Covered(grant, contract, handle))
             return found
 
@@ -171,21 +173,7 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
     async def vehicles(request: web.Request) -> web.Response:
         broker = runtime()
         token = await token_for(request)
-        found = await covered(broker, token)
-        listed = [
-            {
-                "vehicle": c.handle,
-                "contract": c.contract.id,
-                "grant": c.grant.id,
-                "categories": sorted(c.grant.categories & c.contract.category_ids),
-                "since": format_instant(c.grant.valid_from),
-                "valid_until": format_instant(c.grant.valid_until) if c.grant.valid_until else None,
-                "location_precision": c.grant.location_precision,
-                "sender_constraint": c.contract.sender_constraint,
-            }
-            for c in sorted(found, key=lambda c: (c.contract.id, c.handle))
-        ]
-        return web.json_response({"vehicles": listed})
+        return await listing_response(broker.gate, token, ListingView.VEHICLES)
 
     async def records(request: web.Request) -> web.Response:
         broker = runtime()
@@ -211,7 +199,8 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
             )
         vin, customer = _resolve(token, contract, handle, found)
         await _count_request(broker, contract)
-        after = query.cursor_position(handle, contract.id, categories)
+        seal = _CursorSeal(broker.keyring.sealer, token.recipient_id or "", contract.id)
+        after = query.cursor_position(seal, handle, categories)
         outcome = await broker.gate.release(
             ReleaseRequest(
                 recipient_id=token.recipient_id or "",
@@ -232,7 +221,7 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
             raise refusal(_denial_problem(outcome))
         release = verify_release(outcome)
         next_cursor = (
-            query.cursor_for(release.next_after, handle, contract.id, categories)
+            query.cursor_for(seal, release.next_after, handle, categories)
             if release.next_after is not None
             else None
         )
@@ -240,8 +229,9 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
             "vehicle": handle,
             "contract": contract.id,
             "protection": release.payload.level.value,
-            "since": format_instant(query.since),
-            "until": format_instant(query.until),
+            # The range read, at the contract's time precision (it may be wider than asked).
+            "since": format_instant(release.since or query.since),
+            "until": format_instant(release.until or query.until),
             "records": list(release.payload.records),
             "withheld": [_withheld(w) for w in release.withheld],
             "next_cursor": next_cursor,
@@ -259,23 +249,30 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
         if status not in ("pending", "all"):
             raise BadRequest("status is pending or all")
         limit = _int_param(request, "limit", 100, 1, 1000)
-        after = _notice_cursor(request.query.get("cursor"))
         recipient = token.recipient_id or ""
-        named = set(token.grant_ids) if token.kind is TokenKind.RECIPIENT_CUSTOMER else None
+        notice_seal = _CursorSeal(broker.keyring.sealer, recipient, "notices")
+        after = _notice_cursor(notice_seal, request.query.get("cursor"))
+        named = frozenset(token.grant_ids) if token.kind is TokenKind.RECIPIENT_CUSTOMER else None
+        now = broker.clock.now()
 
-        def load(session: Any) -> list[NoticeRow]:
-            return notice_store.for_recipient(
-                session, recipient, pending_only=status == "pending", after=after, limit=limit
-            )
+        def read(session: Any) -> notice_store.FeedPage:
+            # The written exception: read (and audited) even while the recipient is suspended.
+            return notice_store.read_feed(
+                session, recipient, pending_only=status == "pending", after=after,
+                limit=limit, grant_ids=named, adequacy=broker.gate.adequacy, now=now,
+            )  # fmt: skip
 
-        rows = await broker.database.read(load)
-        listed = [_notice(n) for n in rows if named is None or n.grant_id in named]
+        page = await broker.database.write(read)
+        rows = page.rows
         next_cursor = (
-            _encode({"a": format_instant(rows[-1].created_at), "i": rows[-1].id})
+            notice_seal.seal({"a": format_instant(rows[-1].created_at), "i": rows[-1].id}, "")
             if len(rows) == limit
             else None
         )
-        return web.json_response({"notices": listed, "next_cursor": next_cursor})
+        body: dict[str, Any] = {"notices": list(page.notices), "next_cursor": next_cursor}
+        if page.audit_seq is not None:
+            body["release"] = {"audit_seq": page.audit_seq, "digest": page.digest}
+        return web.json_response(body)
 
     async def acknowledge(request: web.Request) -> web.Response:
         broker = runtime()
@@ -287,8 +284,9 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
 
         def ack(session: Any) -> NoticeRow | None:
             found = notice_store.acknowledge(
-                session, recipient, notice_id, by=token.client_id, at=now
-            )
+                session, recipient, notice_id, by=token.client_id, at=now,
+                adequacy=broker.gate.adequacy,
+            )  # fmt: skip
             if found is not None and named is not None and found.grant_id not in named:
                 raise NoticeNotFound("no such notice for this recipient")
             return found
@@ -296,7 +294,7 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
         notice = await broker.database.write(ack)
         if notice is None:
             raise refusal(NoticeNotFound("no such notice for this recipient"))
-        return web.json_response(_notice(notice))
+        return web.json_response(notice_store.describe(notice))
 
     async def eligibility(request: web.Request) -> web.Response:
         broker = runtime()
@@ -311,19 +309,17 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
         contract = await _contract_of(broker, token.recipient_id or "", body["contract"])
         _require_sender_constraint(contract, token)
         await _count_request(broker, contract)
+        await _count_eligibility(broker, token.recipient_id or "")
         outcome = await broker.gate.eligibility(
-            token.recipient_id or "", contract.id, str(body["vin"]).strip().upper()
+            token.recipient_id or "",
+            contract.id,
+            str(body["vin"]).strip().upper(),
+            models=broker.documents.vehicle_models,
         )
         if isinstance(outcome, Denial):
             raise refusal(_denial_problem(outcome))
         assert isinstance(outcome, Eligibility)
-        return web.json_response(
-            {
-                "contract": outcome.contract_id,
-                "eligible": bool(outcome.categories),
-                "categories": list(outcome.categories),
-            }
-        )
+        return web.json_response(outcome.document)
 
     async def export(request: web.Request) -> web.Response:
         broker = runtime()
@@ -427,6 +423,24 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
                 headers={"Retry-After": str(retry)},
             )
 
+    async def _count_eligibility(broker: PullRuntime, recipient: str) -> None:
+        """The recipient's daily eligibility quota, apart from any contract's rate limit:
+        answering VIN after VIN would map which vehicles of a model exist nowhere else."""
+        quota = broker.settings.eligibility_quota
+        now = broker.clock.now()
+        retry = await broker.database.write(
+            lambda s: rate_limits.take(
+                s, f"eligibility:{recipient}", limit=quota, per=timedelta(days=1), now=now
+            )
+        )
+        if retry is not None:
+            raise refusal(
+                RateLimited(
+                    f"a recipient may ask {quota} eligibility questions a day; retry in {retry} s"
+                ),
+                headers={"Retry-After": str(retry)},
+            )
+
     vehicle = doc.path_param(
         "vehicle",
         {"type": "string", "maxLength": 128},
@@ -514,6 +528,15 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
         "/v1/recipient/eligibility",
         eligibility,
         summary="Which categories a vehicle can provide (no data), before sign-up",
+        description=(
+            "The contract's categories that the VIN's model can provide by its standard "
+            "equipment (contracts/vehicle-models.json: the maker from the WMI, the model "
+            "from the model code). Never from stored data or the owner's settings: a VIN "
+            "the broker stores is answered exactly like an unknown one of the same model, "
+            "and an unknown or undecodable VIN like a model that provides nothing "
+            "(eligible: false). Every answer and every refusal is one audit entry "
+            "(kind eligibility)."
+        ),
         tag="recipient",
         security=security,
         request_body=doc.json_body(doc.schema_ref(ELIGIBILITY_SCHEMA)),
@@ -521,6 +544,15 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
             200: doc.json_content(_ELIGIBILITY, "The categories (audited)."),
             422: doc.problem("The body does not match the schema."),
             **errors,
+            403: doc.problem(
+                "Refused (audited): not the recipient's own token or contract, the contract "
+                "not in force, no transfer mechanism for a destination country, or an "
+                "anonymised contract, whose recipient learns nothing about a single vehicle."
+            ),
+            429: doc.problem(
+                "The contract's rate limit or the recipient's daily eligibility quota "
+                "(BROKER_ELIGIBILITY_QUOTA, default 100) is exceeded (see Retry-After)."
+            ),
         },
     )
     doc.route(
@@ -540,6 +572,38 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
     )
 
 
+async def listing_response(gate: Gate, token: TokenContext, view: ListingView) -> web.Response:
+    """A listing of what ``token`` covers, decided and audited by the gate.
+
+    Refused as a records pull would be: 401 with a DPoP challenge when only the
+    token's binding is missing, else 403 with the gate's reasons."""
+    named = token.grant_ids if token.kind is TokenKind.RECIPIENT_CUSTOMER else None
+    outcome = await gate.listing(
+        ListingRequest(
+            recipient_id=token.recipient_id or "",
+            view=view,
+            channel=Channel.PULL,
+            grant_ids=tuple(named) if named is not None else None,
+            sender_constrained=token.dpop_jkt is not None,
+        )
+    )
+    if isinstance(outcome, Denial):
+        if all(code == SENDER_CONSTRAINT for code in outcome.codes):
+            raise challenge(
+                TokenRefused("this contract requires DPoP-bound tokens (RFC 9449)"),
+                error="invalid_token",
+                dpop=True,
+            )
+        raise refusal(_denial_problem(outcome))
+    listing = verify_listing(outcome)
+    body: dict[str, Any] = dict(listing.document)
+    if listing.withheld:
+        body["withheld"] = [{"code": r.code, "message": r.message} for r in listing.withheld]
+    if listing.audit_seq is not None:
+        body["release"] = {"audit_seq": listing.audit_seq, "digest": listing.digest}
+    return web.json_response(body, dumps=_dumps)
+
+
 def export_document(release: Release, contract: Contract) -> dict[str, Any]:
     """The export file: the released records per vehicle, and what was skipped and why."""
     skipped: dict[str, int] = {}
@@ -549,8 +613,8 @@ def export_document(release: Release, contract: Contract) -> dict[str, Any]:
         "contract": contract.id,
         "contract_version": contract.version,
         "legal_basis": contract.legal_basis.value,
-        "since": format_instant(release.request.since),
-        "until": format_instant(release.request.until),
+        "since": format_instant(release.since or release.request.since),
+        "until": format_instant(release.until or release.request.until),
         "vehicles": len(release.vehicle_refs),
         "records": list(release.payload.records),
         "skipped": skipped,
@@ -588,39 +652,63 @@ class _RecordQuery:
             contract=request.query.get("contract"),
         )
 
-    def _binding(self, handle: str, contract: str, categories: frozenset[str]) -> str:
-        parts = (handle, contract, ",".join(sorted(categories)))
+    def _binding(self, handle: str, categories: frozenset[str]) -> str:
+        """The query a cursor belongs to (the recipient and contract are bound apart)."""
+        parts = (handle, ",".join(sorted(categories)))
         text = "|".join((*parts, format_instant(self.since), format_instant(self.until)))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def cursor_position(
-        self, handle: str, contract: str, categories: frozenset[str]
+        self, seal: _CursorSeal, handle: str, categories: frozenset[str]
     ) -> tuple[datetime, str] | None:
         if self.cursor is None:
             return None
-        data = _decode(self.cursor)
-        if data.get("q") != self._binding(handle, contract, categories):
-            raise BadRequest("the cursor belongs to another query: repeat the same parameters")
-        try:
-            return parse_instant(str(data["a"])), str(data["i"])
-        except (KeyError, ValueError) as exc:
-            raise BadRequest("the cursor is not one this API issued") from exc
+        return _position(seal.open(self.cursor, self._binding(handle, categories)))
 
     def cursor_for(
         self,
+        seal: _CursorSeal,
         position: tuple[datetime, str],
         handle: str,
-        contract: str,
         categories: frozenset[str],
     ) -> str:
         at, record_id = position
-        return _encode(
-            {
-                "a": format_instant(at),
-                "i": record_id,
-                "q": self._binding(handle, contract, categories),
-            }
-        )
+        content = {"a": format_instant(at), "i": record_id}
+        return seal.seal(content, self._binding(handle, categories))
+
+
+@dataclass(frozen=True)
+class _CursorSeal:
+    """Cursors sealed for one recipient and contract (or feed): see
+    :mod:`broker.protection.sealing`. A cursor is opaque (no record id, VIN or exact
+    time can be read from it), cannot be forged or altered, and is refused when shown
+    by another recipient, under another contract or for another query."""
+
+    sealer: Sealer
+    recipient: str
+    scope: str  # the contract id, or "notices"
+
+    def _aad(self, binding: str) -> bytes:
+        return associated_data("cursor", (self.recipient, self.scope, binding))
+
+    def seal(self, content: dict[str, Any], binding: str) -> str:
+        return self.sealer.seal(content, self._aad(binding))
+
+    def open(self, cursor: str, binding: str) -> dict[str, Any]:
+        try:
+            return self.sealer.open(cursor, self._aad(binding))
+        except UnsealError as exc:
+            raise BadRequest(
+                "the cursor is not one this API issued to you for this query: "
+                "pass next_cursor unchanged, with the parameters of the request that gave it"
+            ) from exc
+
+
+def _position(data: dict[str, Any]) -> tuple[datetime, str]:
+    try:
+        return parse_instant(str(data["a"])), str(data["i"])
+    except (KeyError, ValueError) as exc:
+        raise BadRequest("the cursor is not one this API issued") from exc
 
 
 def _instant_param(request: web.Request, name: str, default: datetime) -> datetime:
@@ -642,29 +730,10 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     return int(text)
 
 
-def _encode(data: dict[str, Any]) -> str:
-    raw = json.dumps(data, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> dict[str, Any]:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, TypeError) as exc:
-        raise BadRequest("the cursor is not one this API issued") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("the cursor is not one this API issued")
-    return data
-
-
-def _notice_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+def _notice_cursor(seal: _CursorSeal, cursor: str | None) -> tuple[datetime, str] | None:
     if cursor is None:
         return None
-    data = _decode(cursor)
-    try:
-        return parse_instant(str(data["a"])), str(data["i"])
-    except (KeyError, ValueError) as exc:
-        raise BadRequest("the cursor is not one this API issued") from exc
+    return _position(seal.open(cursor, ""))
 
 
 def _next_query(request: web.Request, cursor: str) -> str:
@@ -703,7 +772,9 @@ def _require_sender_constraint(contract: Contract, token: TokenContext) -> None:
         )
 
 
-_NOT_FOUND_CODES = frozenset({"no_grant"})
+# A vehicle the recipient receives identified elsewhere looks like one without a grant:
+# saying so would link the pseudonym it asked for to one of its VINs.
+_NOT_FOUND_CODES = frozenset({"no_grant", IDENTIFIED_ELSEWHERE})
 
 
 def _denial_problem(denial: Denial) -> BrokerError:
@@ -760,10 +831,26 @@ def _default(value: Any) -> Any:
 
 _STRING = {"type": "string"}
 _NULLABLE_STRING = {"type": ["string", "null"]}
+_LISTING_EXTRAS: dict[str, Any] = {
+    "withheld": {
+        "type": "array",
+        "description": "Why some grants are not listed (no handle is named for them).",
+        "items": {
+            "type": "object",
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        },
+    },
+    "release": {
+        "type": "object",
+        "description": "The listing's audit entry (absent when it names nothing).",
+        "properties": {"audit_seq": {"type": "integer"}, "digest": {"type": "string"}},
+    },
+}
 _VEHICLES = {
     "type": "object",
     "required": ["vehicles"],
     "properties": {
+        **_LISTING_EXTRAS,
         "vehicles": {
             "type": "array",
             "items": {
@@ -779,7 +866,28 @@ _VEHICLES = {
                     "sender_constraint": _NULLABLE_STRING,
                 },
             },
-        }
+        },
+    },
+}
+GRANTS_SCHEMA = {
+    "type": "object",
+    "required": ["grants"],
+    "properties": {
+        **_LISTING_EXTRAS,
+        "grants": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "grant": _STRING,
+                    "contract": _STRING,
+                    "contract_version": {"type": "integer"},
+                    "categories": {"type": "array", "items": _STRING},
+                    "state": {"const": "active"},
+                    "valid_from": _STRING,
+                },
+            },
+        },
     },
 }
 _RECORDS = {

@@ -6,12 +6,20 @@ safeguards); it never decides rights again. Every record is first generalised
 transform asks for it), then minimised to the contract's fields, then
 transformed per field, then protected at the contract's level:
 
-- *identified*: nothing more;
+- *identified*: nothing more, but free text (below);
 - *pseudonymised*: the vehicle seen only by its pseudonym, direct identifier
   fields pseudonymised, every string scrubbed (identifiers become pseudonyms),
-  positions on a grid (the contract's coarse grid, or 1000 m);
+  positions on a grid (the contract's coarse grid, or 1000 m), times floored
+  to the contract's time precision (15 minutes unless it names one);
 - *anonymised*: no identifiers at all; trips trimmed, positions on the
   anonymisation grid, times bucketed, and only k-anonymous aggregates released.
+
+Free-text fields (marked ``x-free-text`` in the category schemas; every string
+when the caller does not say which fields are free text) are scrubbed at every
+level, of every customer's identifiers and of anything shaped like an e-mail
+address, phone number, VIN or exact coordinate, except the kinds the contract
+releases (:func:`released_kinds`). At the pseudonymised and anonymised levels
+every string is scrubbed so.
 
 The output is deterministic (sorted records, groups and keys), so the digest of
 its canonical JSON identifies it in the audit log.
@@ -37,6 +45,7 @@ from broker.domain.contracts import (
 )
 from broker.protection.anonymise import Observation, TripPoint, aggregate, trim_trips
 from broker.protection.geo import coordinate, snap, snap_latitude
+from broker.protection.identifiers import IdentifierIndex, IdentifierKind
 from broker.protection.keys import Pseudonymiser, normalise_vin
 from broker.protection.minimise import minimise
 from broker.protection.scrub import Scrubber
@@ -44,6 +53,7 @@ from broker.protection.transforms import (
     COORDINATE_FIELDS,
     DROPPED,
     apply_transform,
+    coarse_instant,
     floor_instant,
 )
 
@@ -85,6 +95,16 @@ class Subject:
 
     vin: str
     identifiers: frozenset[str] = frozenset()
+    #: Identifiers whose kind is known (a contract may release a kind); also scrubbed.
+    labelled: frozenset[tuple[IdentifierKind, str]] = frozenset()
+
+    @property
+    def all_identifiers(self) -> frozenset[str]:
+        return self.identifiers | {value for _, value in self.labelled}
+
+    def of_kinds(self, kinds: frozenset[IdentifierKind]) -> frozenset[str]:
+        """The labelled identifiers of ``kinds``."""
+        return frozenset(value for kind, value in self.labelled if kind in kinds)
 
 
 @dataclass(frozen=True)
@@ -93,13 +113,18 @@ class ProtectionContext:
 
     ``contract`` holds the effective terms the gate computed; ``pseudonymiser``
     must be the one of (``recipient_id``, contract id); ``location_precision`` is
-    the grant's (``"precise"``, ``"coarse"`` or None).
+    the grant's (``"precise"``, ``"coarse"`` or None). ``free_text``: the
+    ``<category>.<field>`` targets that hold free text (the catalogue's); None
+    treats every string as free text. ``index``: every customer's identifiers,
+    hashed, for free text to be scrubbed of.
     """
 
     contract: Contract
     recipient_id: str
     pseudonymiser: Pseudonymiser
     location_precision: str | None = None
+    free_text: frozenset[str] | None = None
+    index: IdentifierIndex | None = None
 
     def __post_init__(self) -> None:
         if self.recipient_id != self.contract.recipient:
@@ -132,7 +157,8 @@ class ProtectedPayload:
     """What a recipient may receive, and what the audit log digests.
 
     ``records``: for identified and pseudonymised data one dict per record
-    (``vehicle`` when the recipient may see one, ``category``, ``recorded_at``,
+    (``id``, the recipient's own id of the record; ``vehicle`` when the recipient
+    may see one, ``category``, ``recorded_at`` at the contract's time precision,
     ``data``); for anonymised data the aggregate groups. ``fields``: the
     ``<category>.<field>`` names actually released.
     """
@@ -200,7 +226,7 @@ def protect(
         key=lambda r: (ensure_utc(r.recorded_at), r.category, r.vin, r.record_id),
     )
     scrubber = None
-    if ctx.level is not ProtectionLevel.IDENTIFIED:
+    if ctx.level is not ProtectionLevel.IDENTIFIED or scrubs_text_of(ordered, ctx):
         scrubber = _scrubber(ctx, list(subjects.values()), (r.vin for r in ordered))
     if ctx.level is ProtectionLevel.ANONYMISED:
         assert scrubber is not None
@@ -208,40 +234,129 @@ def protect(
     return _per_record(ordered, ctx, scrubber)
 
 
+#: The contact fields whose release lets that kind of identifier through free text.
+_RELEASING_FIELDS: Final = {
+    IdentifierKind.NAME: "customer.contact.name",
+    IdentifierKind.ADDRESS: "customer.contact.street",
+    IdentifierKind.EMAIL: "customer.contact.email",
+    IdentifierKind.PHONE: "customer.contact.phone",
+}
+
+
+def released_kinds(ctx: ProtectionContext) -> frozenset[IdentifierKind]:
+    """The kinds of identifier the contract lets through free text: only when identified.
+
+    A contact field shared untransformed releases the data subjects' own
+    identifiers of its kind (``street`` stands for the address); a VIN
+    identifier, the released vehicles' own VINs; exact positions (shared
+    latitude and longitude left exact under the grant), coordinates. Logins
+    and other customers' identifiers are never released.
+    """
+    if ctx.level is not ProtectionLevel.IDENTIFIED:
+        return frozenset()
+    contract = ctx.contract
+    kinds = {kind for kind, target in _RELEASING_FIELDS.items() if _shared_as_is(target, contract)}
+    if contract.vehicle_identifier is VehicleIdentifier.VIN:
+        kinds.add(IdentifierKind.VIN)
+    for terms in contract.categories:
+        targets = [f"{terms.category}.{name}" for name in COORDINATE_FIELDS]
+        exact = all(_shared_as_is(target, contract) for target in targets)
+        if exact and _grid_for(terms.category, ctx) is None:
+            kinds.add(IdentifierKind.COORDINATE)
+    return frozenset(kinds)
+
+
+def _shared_as_is(target: str, contract: Contract) -> bool:
+    category, _, name = target.rpartition(".")
+    transform = contract.protection.transform_for(target)
+    untransformed = transform is None or transform.op is TransformOp.KEEP
+    return contract.allows(category, name) and untransformed
+
+
+def _is_free_text(target: str, ctx: ProtectionContext) -> bool:
+    return ctx.free_text is None or target in ctx.free_text
+
+
+def scrubs_text_of(records: Sequence[SourceRecord], ctx: ProtectionContext) -> bool:
+    """Whether protecting ``records`` under ``ctx`` scrubs any text it releases.
+
+    The gate loads the identifier index only then: records without free text
+    (at the identified level) or without any text at all never pay for it.
+    """
+    identified = ctx.level is ProtectionLevel.IDENTIFIED
+    for record in records:
+        terms = ctx.contract.terms_for(record.category)
+        for name in terms.fields if terms is not None else ():
+            if not isinstance(record.data.get(name), str | list):
+                continue
+            if not identified or _is_free_text(f"{record.category}.{name}", ctx):
+                return True
+    return False
+
+
 def _scrubber(ctx: ProtectionContext, subjects: list[Subject], vins: Iterable[str]) -> Scrubber:
     pseudonymised = ctx.level is ProtectionLevel.PSEUDONYMISED
+    kinds = released_kinds(ctx)
+    vin_list = [*(s.vin for s in subjects), *vins]
+    own_vins = {normalise_vin(v) for v in vin_list}
+
+    def vehicle_ref(vin: str) -> str | None:
+        reference = vehicle_reference(vin, ctx)
+        if reference == normalise_vin(vin) and reference not in own_vins:
+            return None  # a clear VIN only of a vehicle this release is about
+        return reference
+
     return Scrubber(
-        vins=[*(s.vin for s in subjects), *vins],
-        identifiers=[i for s in subjects for i in s.identifiers],
-        vehicle_ref=lambda vin: vehicle_reference(vin, ctx),
+        vins=vin_list,
+        identifiers=[i for s in subjects for i in s.all_identifiers],
+        vehicle_ref=vehicle_ref,
         identifier_ref=ctx.pseudonymiser.identifier if pseudonymised else None,
+        released=[i for s in subjects for i in s.of_kinds(kinds)],
+        release_coordinates=IdentifierKind.COORDINATE in kinds,
+        index=ctx.index,
     )
 
 
 # --- identified and pseudonymised: one protected record per record ---------------------------
 
 
+def record_id(record_id: str, ctx: ProtectionContext) -> str:
+    """The id a recipient sees for a stored record: stable for that recipient and contract
+    (to de-duplicate), unrelated to the car maker's record id and to every other
+    recipient's id for the same record, so it joins nothing."""
+    return RECORD_ID_PREFIX + ctx.pseudonymiser.pseudonym("record", record_id)[4:]
+
+
+#: Every released record's ``id`` starts with this.
+RECORD_ID_PREFIX: Final = "rec_"
+
+
 def _per_record(
     records: Sequence[SourceRecord], ctx: ProtectionContext, scrubber: Scrubber | None
 ) -> ProtectedPayload:
+    """One entry per record. Its ``recorded_at`` is floored to the contract's time
+    precision (15 minutes by default when pseudonymised: an exact time joins copies)."""
     released: list[tuple[tuple[datetime, str, str, bytes], dict[str, Any]]] = []
+    precision = ctx.contract.time_precision
     for record in records:
         data = _protect_data(record, ctx, scrubber)
         if not data:
             continue
+        recorded_at = coarse_instant(ensure_utc(record.recorded_at), precision)
         entry: dict[str, Any] = {
+            "id": record_id(record.record_id, ctx),
             "category": record.category,
-            "recorded_at": format_instant(record.recorded_at),
+            "recorded_at": format_instant(recorded_at),
             "data": data,
         }
         reference = vehicle_reference(record.vin, ctx)
         if reference is not None:
             entry["vehicle"] = reference
         key = (
-            ensure_utc(record.recorded_at),
+            recorded_at,
             record.category,
             reference or "",
-            canonical_json(data),
+            canonical_json(data) + entry["id"].encode(),
         )
         released.append((key, entry))
     released.sort(key=lambda item: item[0])
@@ -260,16 +375,22 @@ def _protect_data(
     grid = _grid_for(record.category, ctx)
     data = minimise(_generalise(record.data, grid), terms.fields)
     protected: dict[str, Any] = {}
+    identified = ctx.level is ProtectionLevel.IDENTIFIED
     for name, value in data.items():
         transform = _effective_transform(record.category, name, ctx.level, ctx.contract)
+        scrubs = scrubber is not None and (
+            not identified or _is_free_text(f"{record.category}.{name}", ctx)
+        )
         if transform is None:
-            protected[name] = scrubber.value(value) if scrubber else value
+            protected[name] = scrubber.value(value) if scrubs and scrubber else value
             continue
         result = apply_transform(value, transform, ctx.pseudonymiser)
         if result is DROPPED:
             continue
         pseudonymised = transform.op is TransformOp.PSEUDONYMISE
-        protected[name] = scrubber.value(result) if scrubber and not pseudonymised else result
+        protected[name] = (
+            scrubber.value(result) if scrubs and scrubber and not pseudonymised else result
+        )
     return protected
 
 
@@ -364,6 +485,7 @@ def _anonymised(
                 )
             )
     trimmed = trim_trips(points, anonymisation.trip_trim_m)
+    period = ctx.contract.time_precision or anonymisation.time_bucket  # never finer
     observations = []
     for index, record in enumerate(records):
         if index in trimmed:
@@ -380,12 +502,12 @@ def _anonymised(
             Observation(
                 category=record.category,
                 vehicle=normalise_vin(record.vin),
-                period_start=floor_instant(record.recorded_at, anonymisation.time_bucket),
+                period_start=floor_instant(record.recorded_at, period),
                 cell=tuple(cell),
                 data=data,
             )
         )
-    aggregation = aggregate(observations, k=anonymisation.k, period=anonymisation.time_bucket)
+    aggregation = aggregate(observations, k=anonymisation.k, period=period)
     fields: set[str] = set()
     for group in aggregation.groups:
         category = group["category"]

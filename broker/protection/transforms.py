@@ -136,3 +136,32 @@ def floor_instant(when: datetime, size: IsoDuration) -> datetime:
     seconds = max(1, int(size.nominal_seconds))
     elapsed = math.floor((when - _ORIGIN).total_seconds())
     return _ORIGIN + timedelta(seconds=elapsed // seconds * seconds)
+
+
+def ceil_instant(when: datetime, size: IsoDuration) -> datetime:
+    """The end of the ``size`` bucket holding ``when``; ``when`` itself if it starts one."""
+    when = ensure_utc(when)
+    start = floor_instant(when, size)
+    if start == when:
+        return when
+    months = size.years * 12 + size.months
+    fixed = (size.weeks, size.days, size.hours, size.minutes, size.seconds)
+    if months and not any(fixed):
+        index = start.year * 12 + start.month - 1 + months
+        return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
+    return start + timedelta(seconds=max(1, int(size.nominal_seconds)))
+
+
+def coarse_instant(when: datetime, precision: IsoDuration | None) -> datetime:
+    """``when`` floored to a contract's time precision (None: exact, unchanged)."""
+    return when if precision is None else floor_instant(when, precision)
+
+
+def coarse_range(
+    since: datetime, until: datetime, precision: IsoDuration | None
+) -> tuple[datetime, datetime]:
+    """``[since, until)`` widened to whole ``precision`` buckets (None: unchanged), so a
+    range's bounds tell nothing finer than the precision."""
+    if precision is None:
+        return since, until
+    return floor_instant(since, precision), ceil_instant(until, precision)

@@ -26,6 +26,7 @@ What a customer may see and do:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -425,7 +426,7 @@ class CustomerApp:
                 for since, until in periods.get(linked[grant_id], ())
             )
 
-        return [e for e in entries if concerns(e)]
+        return _grouped([e for e in entries if concerns(e)])
 
     def _describe(
         self,
@@ -579,11 +580,40 @@ def _vehicle(holding: Holding) -> dict[str, Any]:
     }
 
 
+#: Entries a recipient's polling repeats: shown once per recipient, kind and day.
+_GROUPED_KINDS = frozenset({"listing", "notice_feed"})
+
+
+def _grouped(entries: list[AuditEntry]) -> list[AuditEntry]:
+    """``entries`` (newest first) with each day's listings and feed reads of one recipient
+    folded into the newest of them, which says how many there were (``occurrences``)."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for entry in entries:
+        if entry.kind in _GROUPED_KINDS:
+            key = (entry.recipient_id, entry.kind, entry.at.date().isoformat())
+            counts[key] = counts.get(key, 0) + 1
+    kept: list[AuditEntry] = []
+    seen: set[tuple[str, str, str]] = set()
+    for entry in entries:
+        if entry.kind not in _GROUPED_KINDS:
+            kept.append(entry)
+            continue
+        key = (entry.recipient_id, entry.kind, entry.at.date().isoformat())
+        if key in seen:
+            continue
+        seen.add(key)
+        details = {**entry.details, "occurrences": counts[key]}
+        kept.append(dataclasses.replace(entry, details=details))
+    return kept
+
+
 def _transfer(entry: AuditEntry, names: dict[str, str], visible: set[str]) -> dict[str, Any]:
     """One release as the customer sees it: of the grants it relied on, only those the
     customer may see (a population release relies on other customers' grants too)."""
     return {
         "seq": entry.seq,
+        "kind": entry.kind,
+        "occurrences": int(entry.details.get("occurrences", 1)),
         "at": format_instant(entry.at),
         "recipient": {"id": entry.recipient_id, "name": names.get(entry.recipient_id)},
         "contract": entry.contract_id,

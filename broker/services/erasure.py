@@ -2,9 +2,10 @@
 
 Destroying the customer's data key makes everything sealed under it unreadable
 at once, wherever it lies: telemetry records, quarantined input, the contact,
-queued copies. The contact row is deleted as well, and the account's login and
-password hash are replaced by unusable placeholders, so nobody can sign in as
-the customer again.
+queued copies. The contact row is deleted as well, and so are the customer's
+entries in the identifier index (keyed hashes of their identifiers); the
+account's login and password hash are replaced by unusable placeholders, so
+nobody can sign in as the customer again.
 
 Two things are kept on purpose. The audit log holds no personal data and must
 keep verifying, so it is never touched. Grants and their events are the legal
@@ -27,6 +28,7 @@ from broker.domain.grants import GrantAction
 from broker.errors import NotFound
 from broker.services.grants import GrantService
 from broker.store import grants as grant_store
+from broker.store import identifier_index
 from broker.store.tables import CustomerContactRow, CustomerRow, QuarantineRow, TelemetryRecordRow
 from broker.vault.vault import Vault, customer_owner
 
@@ -65,6 +67,7 @@ def erase_customer(session: Session, vault: Vault, customer_id: str, at: datetim
     contacts = session.exec(
         sa.delete(CustomerContactRow).where(col(CustomerContactRow.customer_id) == customer_id)
     ).rowcount
+    identifier_index.drop(session, customer_id)
     disabled = customer.password_hash != ERASED_PASSWORD_HASH
     if disabled:
         customer.login = ERASED_LOGIN_PREFIX + secrets.token_hex(16)

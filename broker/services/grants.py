@@ -12,12 +12,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session
 
 from broker.audit.entry import AuditEntry
 from broker.domain.contracts import Contract
-from broker.domain.grants import Grant, GrantAction, GrantState
+from broker.domain.grants import Grant, GrantAction, GrantEvent, GrantState
 from broker.domain.legal import Activation, admits_objection
 from broker.domain.parties import Ownership, Vehicle
 from broker.errors import Conflict, NotFound, TransitionRefused
@@ -56,6 +57,9 @@ class GrantService:
         """Save ``after``, audit its new events, and run the listeners if it just ended."""
         grant_store.save(session, after, now=now)
         new_events = after.history[len(before.history) if before else 0 :]
+        contract = contract_store.get(session, after.contract_id, after.contract_version)
+        if contract is None:
+            raise LookupError(f"contract {after.contract_id} v{after.contract_version} is missing")
         audit_store.append(
             session,
             [
@@ -67,15 +71,11 @@ class GrantService:
                     contract_version=after.contract_version,
                     grant_ids=(after.id,),
                     categories=tuple(sorted(after.categories)),
-                    legal_basis=after.activation.value,
+                    legal_basis=contract.legal_basis.value,  # the Art. 6 code, as everywhere
                     decision="recorded",
                     reasons=(event.reason,),
                     subject_ref=after.id,
-                    details={
-                        "action": event.action.value,
-                        "from": event.from_state.value if event.from_state else None,
-                        "to": event.to_state.value,
-                    },
+                    details=_event_details(after, event),
                 )
                 for event in new_events
             ],
@@ -243,6 +243,22 @@ class GrantService:
                 after = grant.apply(GrantAction.EXPIRE, at=at, reason="validity ended")
                 expired.append(self._persist(session, grant, after, now=now))
         return expired
+
+
+def _event_details(grant: Grant, event: GrantEvent) -> dict[str, Any]:
+    """The transition, the grant's activation, and for a customer-linked grant the fact
+    that its recipient knows the customer only by a pseudonymous OAuth ``sub`` of its
+    own (derived per recipient, never stored): all the token answers of the grant name
+    besides the grant id (see :func:`broker.oauth.server.customer_subject`)."""
+    details: dict[str, Any] = {
+        "action": event.action.value,
+        "from": event.from_state.value if event.from_state else None,
+        "to": event.to_state.value,
+        "activation": grant.activation.value,
+    }
+    if grant.customer_id is not None:
+        details["recipient_sub"] = "pseudonym"
+    return details
 
 
 def _people_at(vehicle: Vehicle, when: datetime) -> list[Ownership]:

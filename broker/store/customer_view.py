@@ -26,7 +26,6 @@ from broker.store import grants as grant_store
 from broker.store.tables import AuditEntryRow, VehiclePartyRow, VehicleRow
 
 #: The audit ``subject_ref`` of a release to a whole population of vehicles.
-POPULATION = "population"
 _RELEASED = frozenset({"released", "partial"})
 
 
@@ -80,13 +79,20 @@ def visible_grants(session: Session, customer_id: str, vins_held: Collection[str
     return sorted([*own, *linked], key=lambda g: (g.vin, g.id))
 
 
+#: The entries that record something leaving the broker about a customer's grants:
+#: data releases, listings naming the grant, webhook events, erase notices and the
+#: notices feed (each names the grants in ``grant_ids``).
+DISCLOSURE_KINDS = ("release", "listing", "event", "notice", "notice_feed")
+
+
 def releases_for(
     session: Session, grant_ids: Collection[str], recipient_ids: Collection[str]
 ) -> list[AuditEntry]:
-    """Release entries (newest first) that relied on at least one of ``grant_ids``.
+    """Entries (newest first) of something that left under at least one of ``grant_ids``.
 
     A release for one vehicle names its grant as the entry's subject; a release
-    to a population names ``population`` and lists every grant it relied on.
+    to a population names ``population``, and a listing of several grants names
+    ``listing``: each lists every grant it relied on in ``grant_ids``.
     """
     wanted = set(grant_ids)
     if not wanted:
@@ -94,9 +100,8 @@ def releases_for(
     rows = session.exec(
         select(AuditEntryRow.entry)
         .where(
-            AuditEntryRow.kind == "release",
+            col(AuditEntryRow.kind).in_(DISCLOSURE_KINDS),
             col(AuditEntryRow.recipient_id).in_(sorted(set(recipient_ids))),
-            col(AuditEntryRow.subject_ref).in_([*sorted(wanted), POPULATION]),
         )
         .order_by(col(AuditEntryRow.seq).desc())
     ).all()

@@ -163,3 +163,12 @@ def covered_by(session: Session, recipient_id: str, grant_ids: list[str] | None)
         query = query.where(col(GrantRow.id).in_(grant_ids))
     rows = session.exec(query.order_by(col(GrantRow.id))).all()
     return _load_many(session, list(rows))
+
+
+def of_recipient(session: Session, recipient_id: str, vins: list[str] | None) -> list[Grant]:
+    """The recipient's grants on ``vins`` (every vehicle: None), under any of its contracts."""
+    query = select(GrantRow).where(GrantRow.recipient_id == recipient_id)
+    if vins is not None:
+        query = query.where(col(GrantRow.vin).in_(vins))
+    rows = session.exec(query.order_by(col(GrantRow.vin), col(GrantRow.id))).all()
+    return _load_many(session, list(rows))

@@ -269,6 +269,22 @@ class CustomerContactRow(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class CustomerIdentifierRow(SQLModel, table=True):
+    """One identifier of a customer (name, street, e-mail, phone, login) as a keyed hash only.
+
+    See :mod:`broker.protection.identifiers`: free text is checked against these.
+    """
+
+    __tablename__ = "customer_identifier"
+    # AUTOINCREMENT on SQLite: ids never reused, so (count, largest id) is a version.
+    __table_args__ = (sa.UniqueConstraint("customer_id", "digest"), {"sqlite_autoincrement": True})
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: str = Field(foreign_key="customer.id", max_length=64, index=True)
+    digest: str = Field(max_length=64)
+    words: int
+
+
 class QuarantineRow(SQLModel, table=True):
     """A rejected record: the reason in clear (never a value), the raw input encrypted."""
 

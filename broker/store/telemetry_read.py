@@ -89,11 +89,3 @@ def records(
 def location_settings(session: Session, vins: Collection[str]) -> dict[str, LocationSetting]:
     rows = session.exec(select(VehicleRow).where(col(VehicleRow.vin).in_(list(vins)))).all()
     return {r.vin: LocationSetting(r.location_collection, r.location_sharing) for r in rows}
-
-
-def available_categories(session: Session, vin: str) -> list[str]:
-    """Which categories a vehicle has data in (for eligibility previews: no data)."""
-    rows = session.exec(
-        select(TelemetryRecordRow.category).where(TelemetryRecordRow.vin == vin).distinct()
-    ).all()
-    return sorted(rows)

@@ -71,6 +71,18 @@ class TransferDecision:
     def mechanisms(self) -> frozenset[Mechanism]:
         return frozenset(c.mechanism for c in self.countries if c.mechanism is not None)
 
+    def audit_fields(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The audit entry's destination countries and mechanisms (``scc:<reference>``)."""
+        countries = sorted({c.country for c in self.countries})
+        mechanisms = sorted(
+            {
+                f"{c.mechanism}{f':{c.reference}' if c.reference else ''}"
+                for c in self.countries
+                if c.mechanism is not None
+            }
+        )
+        return tuple(countries), tuple(mechanisms)
+
     def summary(self) -> dict[str, object]:
         """A JSON-ready account for the audit entry: the mechanism of each country."""
         return {

@@ -5,6 +5,11 @@ naming the ``customer_contact`` table and the customer id, so a ciphertext
 copied to another customer's row does not open. Erasing the customer destroys
 the key: the contact is gone even where a copy of the row survives.
 
+Saving a contact also replaces the customer's entries in the identifier index
+(keyed hashes of their login, name, street, e-mail and phone; see
+:mod:`broker.protection.identifiers`), so free text is scrubbed of them in every
+release, whoever the vehicle's holders are.
+
 The fields are those of ``contracts/categories/customer.contact.schema.json``;
 this module refuses other field names and non-string values, and leaves the
 full schema check (formats, lengths) to the caller that received the data.
@@ -19,6 +24,8 @@ from sqlmodel import Session
 
 from broker.clock import ensure_utc
 from broker.errors import InvalidDocument, NotFound
+from broker.protection.identifiers import customer_identifiers
+from broker.store import identifier_index
 from broker.store.tables import CustomerContactRow, CustomerRow
 from broker.vault.envelope import DecryptionFailed, associated_data
 from broker.vault.vault import Vault, customer_owner
@@ -45,7 +52,8 @@ def save_contact(
     :class:`~broker.vault.vault.KeyDestroyed` once the customer was erased.
     """
     _check_contact(contact)
-    if session.get(CustomerRow, customer_id) is None:
+    customer = session.get(CustomerRow, customer_id)
+    if customer is None:
         raise NotFound("no such customer")
     owner = customer_owner(customer_id)
     ciphertext = vault.encrypt_json(session, owner, contact, contact_aad(customer_id))
@@ -61,6 +69,8 @@ def save_contact(
         row.updated_at = at
     session.add(row)
     session.flush()
+    entries = vault.identifier_hasher.entries(customer_identifiers(customer.login, contact))
+    identifier_index.replace(session, customer_id, entries)
 
 
 def load_contact(session: Session, vault: Vault, customer_id: str) -> dict[str, Any] | None:

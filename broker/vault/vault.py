@@ -38,6 +38,7 @@ from sqlmodel import Session, col, select
 
 from broker.clock import Clock, ensure_utc
 from broker.errors import BrokerError, ConfigurationError
+from broker.protection.identifiers import IdentifierHasher, derive_index_key
 from broker.protection.keys import MASTER_KEY_MIN_BYTES, load_master_key
 from broker.store.tables import DataKeyRow
 from broker.vault.envelope import (
@@ -99,6 +100,7 @@ class Vault:
             raise ValueError("cache_size is zero or more")
         self._kek = derive_kek(master_key)
         self._kek_id = kek_id(self._kek)
+        self._identifier_hasher = IdentifierHasher(derive_index_key(master_key))
         self._clock = clock
         self._cache_size = cache_size
         self._cache_ttl = cache_ttl
@@ -115,6 +117,11 @@ class Vault:
     def kek_id(self) -> str:
         """The fingerprint of this vault's key-encryption key, as stored with each data key."""
         return self._kek_id
+
+    @property
+    def identifier_hasher(self) -> IdentifierHasher:
+        """The keyed hash of the customer identifier index (a key of its own)."""
+        return self._identifier_hasher
 
     def encrypt(self, session: Session, owner: str, plaintext: bytes, aad: bytes) -> bytes:
         """``plaintext`` sealed under ``owner``'s data key (created on first use).

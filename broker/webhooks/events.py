@@ -4,7 +4,8 @@ Each function runs inside the caller's transaction (the ingest batch, the
 grant's change), so an event exists exactly when its change committed. An
 event is a reference — vehicle (kept internally), category, time range, grant —
 never a copy of the data: the data itself is asked of the gate when the message
-is sent.
+is sent (``data.*`` of :meth:`~broker.gate.gate.Gate.release`, grant and fleet
+events of :meth:`~broker.gate.gate.Gate.announce`).
 """
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ from sqlmodel import Session
 
 from broker.domain.contracts import Channel
 from broker.domain.grants import Grant, GrantState
+from broker.gate.announce import FLEET_JOINED as FLEET_JOINED
+from broker.gate.announce import FLEET_LEFT as FLEET_LEFT
+from broker.gate.announce import GRANT_CREATED as GRANT_CREATED
+from broker.gate.announce import GRANT_ENDED as GRANT_ENDED
+from broker.gate.announce import GRANT_EXPIRED as GRANT_EXPIRED
 from broker.gate.revocation import GrantEnded
 from broker.store import contracts as contract_store
 from broker.store import webhooks as webhook_store
 
 DATA_PREFIX = "data."
-GRANT_CREATED = "grant.created"
-GRANT_ENDED = "grant.ended"
-GRANT_EXPIRED = "grant.expired"
-FLEET_JOINED = "fleet.vehicle_joined"
-FLEET_LEFT = "fleet.vehicle_left"
 PING = "ping"
 NON_DATA_EVENTS = (GRANT_CREATED, GRANT_ENDED, GRANT_EXPIRED, FLEET_JOINED, FLEET_LEFT, PING)
 #: ``until`` of a data event is exclusive: one microsecond after its newest record.

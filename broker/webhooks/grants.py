@@ -4,7 +4,8 @@
 webhook events queued in the same transaction: ``grant.created`` for a grant
 active from its creation, ``fleet.vehicle_joined`` and ``fleet.vehicle_left``
 for fleet membership. (``grant.ended``/``grant.expired`` come from the
-revocation listener :func:`broker.webhooks.events.on_grant_ended`.)
+revocation listener :func:`broker.webhooks.events.on_grant_ended`.) What each
+event may name is decided when it is sent (:mod:`broker.gate.announce`).
 """
 
 from __future__ import annotations
@@ -44,9 +45,15 @@ class AnnouncingGrantService(GrantService):
     def end_fleet_membership(
         self, session: Session, operator_id: str, vin: str, *, at: datetime
     ) -> list[Grant]:
+        """The vehicle leaves: one ``fleet.vehicle_left`` per fleet clearance that ended
+        (or one naming no grant, which the gate sends only if an earlier clearance's
+        notice gives it a handle the operator already holds)."""
         ended = super().end_fleet_membership(session, operator_id, vin, at=at)
-        announce_grant(
-            session, FLEET_LEFT, recipient_id=operator_id, contract_id=None, vin=vin,
-            grant_id=None, now=at,
-        )  # fmt: skip
+        mine: list[Grant | None] = [g for g in ended if g.recipient_id == operator_id]
+        for grant in mine or [None]:
+            announce_grant(
+                session, FLEET_LEFT, recipient_id=operator_id,
+                contract_id=grant.contract_id if grant else None, vin=vin,
+                grant_id=grant.id if grant else None, now=at,
+            )  # fmt: skip
         return ended

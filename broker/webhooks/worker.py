@@ -7,8 +7,10 @@ processes, machines) share one outbox safely (see :func:`broker.store.webhooks.c
 
 The gate decides at send time: a ``data.<category>`` message is a reference, and
 the payload sent is what :meth:`broker.gate.gate.Gate.release` releases for it
-now (sealed, checked with :func:`verify_release`). If the grant ended while the
-message waited, the gate denies (and audits the denial) and the message is
+now (sealed, checked with :func:`verify_release`); a grant or fleet event
+carries what :meth:`~broker.gate.gate.Gate.announce` lets it name now (checked
+with :func:`~broker.gate.announce.verify_announcement`). If the grant ended while
+the message waited, the gate denies (and audits the denial) and the message is
 dropped unsent. A failed attempt is retried on :mod:`broker.webhooks.schedule`;
 ``410 Gone`` ends the subscription; an endpoint failing through the whole
 schedule, or for ``disable_after``, is disabled and its recipient told by an
@@ -36,11 +38,12 @@ from broker.audit.entry import AuditEntry
 from broker.clock import Clock, SystemClock, format_instant
 from broker.domain.contracts import Channel, Contract
 from broker.errors import BrokerError
+from broker.gate.announce import EventRequest, verify_announcement
 from broker.gate.gate import Gate
 from broker.gate.group_commit import GroupCommitter
 from broker.gate.keyring import Keyring
 from broker.gate.release import Denial, ReleaseRequest, VehicleTarget, verify_release
-from broker.protection.protect import ProtectionContext, vehicle_reference
+from broker.protection.transforms import coarse_instant
 from broker.store import audit as audit_store
 from broker.store import contracts as contract_store
 from broker.store import webhooks as webhook_store
@@ -272,13 +275,15 @@ class DeliveryWorker:
         elif message.event_type == events.PING:
             data = {"subscription": sub.id}
         else:
-            found = await self.database.read(lambda s: self._reference(s, message))
-            if isinstance(found, _Drop):
-                return found
-            data = found
+            announced = await self._announce(message)
+            if isinstance(announced, _Drop):
+                return announced
+            data, audit_seq = announced
         document = {
             "type": message.event_type,
-            "timestamp": format_instant(message.created_at),
+            "timestamp": format_instant(  # when the change happened, at the data's precision
+                coarse_instant(message.created_at, contract.time_precision if contract else None)
+            ),
             "data": data,
         }
         body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
@@ -287,6 +292,16 @@ class DeliveryWorker:
     async def _release(
         self, message: WebhookMessageRow, contract: Contract | None
     ) -> tuple[dict[str, Any], int] | _Drop:
+        """What the gate releases now for a data message, and its audit entry.
+
+        The event's range is the broker's own (the new records' times), so the gate
+        reads it exactly; ``since``/``until`` go out as the gate shows them, at the
+        contract's time precision, like the records' ``recorded_at`` and the
+        document's ``timestamp``. The Standard Webhooks ``webhook-timestamp`` header
+        is not a data time: it is the signing time, which must stay exact for the
+        receiver to verify the signature against its own clock (and tells nothing
+        about when anything was recorded).
+        """
         contract_id = message.contract_id or ""
         if contract is None or not (message.vin and message.category and message.since):
             return _Drop("no such contract or reference")
@@ -299,6 +314,7 @@ class DeliveryWorker:
             categories=frozenset({message.category}),
             since=message.since,
             until=message.until or message.since,
+            exact_range=True,
         )
         outcome = await self.gate.release(request)
         if isinstance(outcome, Denial):
@@ -307,8 +323,8 @@ class DeliveryWorker:
         data = {
             "contract": contract_id,
             "category": message.category,
-            "since": format_instant(message.since),
-            "until": format_instant(request.until),
+            "since": format_instant(release.since or message.since),
+            "until": format_instant(release.until or request.until),
             "decision": release.decision,
             "grants": list(release.grant_ids),
             "vehicles": list(release.vehicle_refs),
@@ -322,49 +338,22 @@ class DeliveryWorker:
         }
         return data, release.audit_seq
 
-    def _reference(self, session: Session, message: WebhookMessageRow) -> dict[str, Any] | _Drop:
-        """A grant or fleet event: references only (the grant, the vehicle as the contract
-        identifies it to this recipient); a grant's end carries its audited notice."""
-        if message.event_type in (events.GRANT_ENDED, events.GRANT_EXPIRED) and message.grant_id:
-            notice = webhook_store.notice_for_grant(session, message.grant_id)
-            if notice is None:
-                return _Drop("no notice for the grant")
-            return {
-                "grant": notice.grant_id,
-                "contract": notice.contract_id,
-                "vehicle": notice.vehicle_ref,
-                "reason": notice.reason,
-                "erase": True,
-                "erase_by": format_instant(notice.erase_by) if notice.erase_by else None,
-                "notice": notice.id,
-                "audit_seq": notice.audit_seq,
-            }
-        contract = self._contract_for(session, message)
-        if contract is None or message.vin is None:
-            return _Drop("no webhook contract for the recipient")
-        context = ProtectionContext(
-            contract=contract,
-            recipient_id=message.recipient_id,
-            pseudonymiser=self.keyring.pseudonymiser(message.recipient_id, contract.id),
+    async def _announce(self, message: WebhookMessageRow) -> tuple[dict[str, Any], int] | _Drop:
+        """A grant or fleet event: what the gate lets it name now (see
+        :mod:`broker.gate.announce`), sent with its audit entry's number."""
+        outcome = await self.gate.announce(
+            EventRequest(
+                recipient_id=message.recipient_id,
+                event=message.event_type,
+                vin=message.vin,
+                grant_id=message.grant_id,
+                contract_id=message.contract_id,
+            )
         )
-        return {
-            "grant": message.grant_id,
-            "contract": contract.id,
-            "vehicle": vehicle_reference(message.vin, context),
-        }
-
-    @staticmethod
-    def _contract_for(session: Session, message: WebhookMessageRow) -> Contract | None:
-        ids = (
-            [message.contract_id]
-            if message.contract_id
-            else webhook_store.contract_ids(session, message.recipient_id)
-        )
-        for contract_id in ids:
-            contract = contract_store.latest(session, contract_id)
-            if contract is not None and Channel.WEBHOOK in contract.channels:
-                return contract
-        return None
+        if isinstance(outcome, Denial):
+            return _Drop("the gate denied: " + ", ".join(outcome.codes), outcome.audit_seq)
+        announced = verify_announcement(outcome)
+        return announced.data | {"audit_seq": announced.audit_seq}, announced.audit_seq
 
     # -- the outcome ------------------------------------------------------------------------
 

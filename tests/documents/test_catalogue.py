@@ -173,3 +173,17 @@ def test_a_broken_catalogue_fails_at_load(tmp_path: Path) -> None:
 
 def test_the_library_is_built_once_per_folder() -> None:
     assert library_for(CONTRACTS_DIR) is library_for(CONTRACTS_DIR)
+
+
+def test_free_text_fields_are_marked_in_the_field_schemas() -> None:
+    catalogue = DocumentLibrary(Settings().contracts_dir).catalogue
+    assert catalogue.free_text_targets == {
+        "vehicle.general.model",
+        "vehicle.general.colour",
+        "customer.profile.news_providers",
+        "customer.profile.email_provider",
+        "customer.profile.music_providers",
+    }
+    general = catalogue.category("vehicle.general")
+    assert general.field("model").free_text  # type: ignore[union-attr]
+    assert not general.field("model_code").free_text  # type: ignore[union-attr]

@@ -242,7 +242,9 @@ async def test_a_transfer_without_a_valid_mechanism_does_not_happen(world: World
     assert COOPER not in json.dumps(allowed.payload.document())
     assert all(ref.startswith("psn_") for ref in allowed.vehicle_refs)
 
-    eligible = await world.gate.eligibility("rcp-devpartner", "development-partner", COOPER)
+    eligible = await world.gate.eligibility(
+        "rcp-devpartner", "development-partner", COOPER, models=world.library.vehicle_models
+    )
     assert not isinstance(eligible, Denial) and "vehicle.status" in eligible.categories
 
     no_scc = sa.delete(SccAgreementRow).where(sa.column("recipient_id") == "rcp-devpartner")
@@ -253,7 +255,9 @@ async def test_a_transfer_without_a_valid_mechanism_does_not_happen(world: World
     assert any("IN" in r.message for r in denied.reasons)
     assert audit_entry(world, denied.audit_seq).decision == "denied"
     # Not even which data the vehicle can provide goes there without a safeguard.
-    refused = await world.gate.eligibility("rcp-devpartner", "development-partner", COOPER)
+    refused = await world.gate.eligibility(
+        "rcp-devpartner", "development-partner", COOPER, models=world.library.vehicle_models
+    )
     assert isinstance(refused, Denial) and refused.codes == ("transfer_not_allowed",)
     assert audit_entry(world, refused.audit_seq).kind == "eligibility"
 

@@ -165,3 +165,39 @@ async def test_a_code_works_once_within_60_seconds_and_with_its_verifier(site: S
     late = await code_for(site, verifier)
     site.clock.advance(timedelta(seconds=61))
     assert (await exchange(site, late, verifier))[1]["error"] == "invalid_grant"  # expired
+
+
+async def test_the_token_answer_names_only_the_new_grant_and_a_per_recipient_sub(
+    site: Site,
+) -> None:
+    """OAuth protocol answers are the second written exception: they name only the grants
+    the customer has just given, and the customer by this recipient's own pseudonym; the
+    grant's creation is the audit entry that records them."""
+    import jwt
+
+    from broker.oauth.server import customer_subject
+    from broker.store import audit as audit_store
+
+    await log_in(site)
+    verifier = secrets.token_urlsafe(48)
+    async with oauth_client() as client:
+        url, _ = client.create_authorization_url(
+            f"{site.base}/oauth/authorize", code_verifier=verifier
+        )
+        location = await consent(site, url, precision="coarse")
+        token = await client.fetch_token(
+            f"{site.base}/oauth/token", authorization_response=location, code_verifier=verifier
+        )
+    claims = jwt.decode(token["access_token"], options={"verify_signature": False})
+    [granted] = claims["grants"]
+    assert granted != "gr-anna-insurer"  # not the grant anna had given before
+    keyring = site.broker.keyring
+    assert claims["sub"] == customer_subject(keyring, "rcp-insurer", "cus-anna")
+    assert claims["sub"] != customer_subject(keyring, "rcp-dealer", "cus-anna")
+    assert "cus-anna" not in token["access_token"] and "anna" not in str(claims)
+    log = site.broker.database.run_sync(lambda s: audit_store.read(s, start=0, limit=10**6))
+    created = [e for e in log if e.kind == "grant_event" and e.grant_ids == (granted,)]
+    assert created and created[-1].details["to"] == "active"  # given by this consent
+    assert all(e.legal_basis == "6(1)(a)" for e in created)  # the Art. 6 code, not "consent"
+    assert {e.details["activation"] for e in created} == {"consent"}
+    assert all(e.details["recipient_sub"] == "pseudonym" for e in created)

@@ -30,6 +30,26 @@ def pkce() -> tuple[str, str]:
     return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
+#: The insurer's contract requires DPoP-bound tokens: its tokens are bound to this key.
+DPOP_KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+def dpop(site: Site, method: str, path: str, token: str | None = None) -> dict[str, str]:
+    """A DPoP header for one request to ``path`` (RFC 9449), signed with :data:`DPOP_KEY`."""
+    proof = jose.sign_dpop_proof(
+        DPOP_KEY, method=method, url=f"{site.base}{path}", now=site.clock.now(),
+        access_token=token,
+    )  # fmt: skip
+    return {"DPoP": proof}
+
+
+def authorization(site: Site, kind: str, token: str, method: str, path: str) -> dict[str, str]:
+    """The headers presenting ``token``: DPoP-bound for the insurer's (recipient) tokens."""
+    if kind.startswith("recipient"):
+        return {"Authorization": f"DPoP {token}", **dpop(site, method, path, token)}
+    return {"Authorization": f"Bearer {token}"}
+
+
 async def code_flow(
     site: Site, client_id: str, redirect: str, scope: str, secret: str | None
 ) -> dict[str, Any]:
@@ -49,7 +69,7 @@ async def code_flow(
     code = parse_qs(urlsplit(location).query)["code"][0]
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect,
             "code_verifier": verifier}  # fmt: skip
-    headers = {}
+    headers = dpop(site, "POST", "/oauth/token") if client_id == "insurer-demo" else {}
     if secret is None:
         form["client_id"] = client_id
     else:
@@ -64,9 +84,10 @@ async def code_flow(
 async def client_credentials(site: Site, client_id: str, secret: str, scope: str = "") -> str:
     basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
     form = {"grant_type": "client_credentials"} | ({"scope": scope} if scope else {})
-    response = await site.browser.post(
-        "/oauth/token", data=form, headers={"Authorization": f"Basic {basic}"}
-    )
+    headers = {"Authorization": f"Basic {basic}"}
+    if client_id == "insurer-demo":
+        headers |= dpop(site, "POST", "/oauth/token")
+    response = await site.browser.post("/oauth/token", data=form, headers=headers)
     body = await response.json()
     assert response.status == 200, body
     return str(body["access_token"])
@@ -94,14 +115,14 @@ async def test_every_cell_of_the_authorization_matrix(site: Site) -> None:
     }
     for kind, token in tokens.items():
         for api, (method, path) in APIS.items():
-            response = await site.browser.request(
-                method, path, headers={"Authorization": f"Bearer {token}"}, json=[]
-            )
+            headers = authorization(site, kind, token, method, path)
+            response = await site.browser.request(method, path, headers=headers, json=[])
             expected = (kind, api) in allowed
             assert (response.status < 300) is expected, (kind, api, response.status)
             if not expected:
                 assert response.status == 401
-                assert response.headers["WWW-Authenticate"].startswith("Bearer")
+                challenge = response.headers["WWW-Authenticate"]
+                assert challenge.startswith("DPoP" if kind.startswith("recipient") else "Bearer")
 
 
 async def test_the_customer_apps_token_reaches_only_the_customers_own_api(site: Site) -> None:
@@ -175,15 +196,19 @@ async def test_withdrawing_the_grant_kills_the_customer_bound_tokens(site: Site)
     token = await code_flow(site, "insurer-demo", REDIRECT, SCOPE, "demo-secret-insurer-demo")
     claims = jwt.decode(token["access_token"], options={"verify_signature": False})
     [grant_id] = claims["grants"]
-    headers = {"Authorization": f"Bearer {token['access_token']}"}
-    assert (await site.browser.get("/v1/recipient/grants", headers=headers)).status == 200
+
+    def headers() -> dict[str, str]:
+        path = "/v1/recipient/grants"
+        return authorization(site, "recipient", token["access_token"], "GET", path)
+
+    assert (await site.browser.get("/v1/recipient/grants", headers=headers())).status == 200
     site.broker.database.run_sync(
         lambda s: site.broker.grants.transition(
             s, grant_id, GrantAction.WITHDRAW, at=site.clock.now(), reason="withdrawn"
         ),
         write=True,
     )
-    assert (await site.browser.get("/v1/recipient/grants", headers=headers)).status == 401
+    assert (await site.browser.get("/v1/recipient/grants", headers=headers())).status == 401
     basic = base64.b64encode(b"insurer-demo:demo-secret-insurer-demo").decode()
     for value in (token["access_token"], token["refresh_token"]):
         response = await site.browser.post(
@@ -193,6 +218,6 @@ async def test_withdrawing_the_grant_kills_the_customer_bound_tokens(site: Site)
     refresh = await site.browser.post(
         "/oauth/token",
         data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"]},
-        headers={"Authorization": f"Basic {basic}"},
+        headers={"Authorization": f"Basic {basic}", **dpop(site, "POST", "/oauth/token")},
     )
     assert (await refresh.json())["error"] == "invalid_grant"

@@ -91,11 +91,12 @@ async def test_eligibility_tells_categories_only_and_is_logged(site: Site) -> No
         headers=headers,
     )
     assert response.status == 200
-    # The contract's categories the vehicle has data in; environment is not in the contract.
+    # The contract's categories the vehicle's model can provide (whatever is stored);
+    # environment is not in the contract.
     assert await response.json() == {
         "contract": "dealer-service",
         "eligible": True,
-        "categories": ["vehicle.maintenance"],
+        "categories": ["vehicle.general", "vehicle.maintenance", "vehicle.status"],
     }
     unknown = await site.browser.post(
         "/v1/recipient/eligibility",
@@ -108,7 +109,8 @@ async def test_eligibility_tells_categories_only_and_is_logged(site: Site) -> No
         "categories": [],
     }
     entries = audit(site, "eligibility")[before:]
-    assert len(entries) == 2 and entries[0].categories == ("vehicle.maintenance",)
+    assert len(entries) == 2
+    assert entries[0].categories == ("vehicle.general", "vehicle.maintenance", "vehicle.status")
     assert entries[0].subject_ref.startswith("veh-")  # no VIN in the audit log
     # Malformed bodies, another recipient's contract.
     bad = await site.browser.post(
