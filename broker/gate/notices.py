@@ -258,6 +258,19 @@ def read_feed(
     return FeedPage(tuple(rows), tuple(listed), entry.seq, digest)
 
 
+def acknowledgement(notice: NoticeRow) -> dict[str, Any]:
+    """The answer to an acknowledgement: the notice's own id and when it was acknowledged.
+
+    It names no grant, vehicle or customer (the recipient has the notice from the feed),
+    so acknowledging again needs no audit entry of its own."""
+    return {
+        "id": notice.id,
+        "acknowledged_at": format_instant(notice.acknowledged_at)
+        if notice.acknowledged_at
+        else None,
+    }
+
+
 def acknowledge(
     session: Session,
     recipient_id: str,
@@ -268,8 +281,8 @@ def acknowledge(
     adequacy: AdequacyTable,
 ) -> NoticeRow | None:
     """Record that the recipient erased the data (audited once, with the digest of the
-    notice as the answer gives it back); ``None`` if the notice is not this recipient's.
-    Acknowledging again changes nothing (and answers the same notice)."""
+    :func:`acknowledgement` the answer gives back); ``None`` if the notice is not this
+    recipient's. Acknowledging again changes nothing (and answers the same)."""
     audit_store.serialise(session)  # the audit lock before the notice's row lock
     notice = session.exec(
         select(NoticeRow)
@@ -298,7 +311,7 @@ def acknowledge(
                 legal_basis=contract.legal_basis.value if contract is not None else "",
                 decision="recorded",
                 reasons=(f"erasure confirmed by {by}"[:200],),
-                payload_digest=document_digest(describe(notice)),
+                payload_digest=document_digest(acknowledgement(notice)),
                 subject_ref=notice.grant_id,
                 details={"notice": notice.id, "kind": notice.kind} | state.details,
             )

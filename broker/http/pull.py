@@ -294,7 +294,7 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
         notice = await broker.database.write(ack)
         if notice is None:
             raise refusal(NoticeNotFound("no such notice for this recipient"))
-        return web.json_response(notice_store.describe(notice))
+        return web.json_response(notice_store.acknowledgement(notice))
 
     async def eligibility(request: web.Request) -> web.Response:
         broker = runtime()
@@ -517,7 +517,9 @@ def add_routes(app: web.Application, *, runtime: Callable[[], PullRuntime]) -> N
         security=security,
         parameters=[doc.path_param("notice", {"type": "string"}, "The notice's id.")],
         responses={
-            200: doc.json_content(_NOTICE, "The acknowledged notice."),
+            200: doc.json_content(
+                _ACKNOWLEDGEMENT, "The notice's id and when it was acknowledged (names no one)."
+            ),
             404: doc.problem("No such notice for this recipient."),
             **errors,
         },
@@ -800,23 +802,6 @@ def _withheld(withheld: Any) -> dict[str, Any]:
     return out
 
 
-def _notice(notice: NoticeRow) -> dict[str, Any]:
-    return {
-        "id": notice.id,
-        "kind": notice.kind,
-        "grant": notice.grant_id,
-        "contract": notice.contract_id,
-        "vehicle": notice.vehicle_ref,
-        "reason": notice.reason,
-        "erase": True,
-        "erase_by": format_instant(notice.erase_by) if notice.erase_by else None,
-        "created_at": format_instant(notice.created_at),
-        "acknowledged_at": format_instant(notice.acknowledged_at)
-        if notice.acknowledged_at
-        else None,
-    }
-
-
 def _dumps(value: Any) -> str:
     return json.dumps(value, default=_default, ensure_ascii=False)
 
@@ -923,11 +908,21 @@ _NOTICE = {
         "acknowledged_at": _NULLABLE_STRING,
     },
 }
+_ACKNOWLEDGEMENT = {
+    "type": "object",
+    "required": ["id", "acknowledged_at"],
+    "properties": {"id": _STRING, "acknowledged_at": _STRING},
+}
 _NOTICES = {
     "type": "object",
     "properties": {
         "notices": {"type": "array", "items": _NOTICE},
         "next_cursor": _NULLABLE_STRING,
+        "release": {
+            "type": "object",
+            "description": "The audit entry of this answer (absent when it names no one).",
+            "properties": {"audit_seq": {"type": "integer"}, "digest": _STRING},
+        },
     },
 }
 _ELIGIBILITY = {
