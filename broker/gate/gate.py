@@ -195,7 +195,8 @@ class Gate:
             kind="release",
             decision=decision,
             reasons=[w.reason for w in withheld] + elsewhere,
-            grants=[v.grant for v in vehicles.values()],
+            # Nothing read (no category asked is covered): still the grants it concerns.
+            grants=[v.grant for v in vehicles.values()] or _concerned(session, request),
             payload=payload,
             transfer=transfer,
         )
@@ -426,6 +427,15 @@ class Gate:
 
     # -- denial and audit -----------------------------------------------------------------
 
+    def _subject_ref(self, request: ReleaseRequest, grants: list[Grant]) -> str:
+        """Whose data the entry concerns: the population, a grant, or (no grant at all) the
+        vehicle by its audit reference, so the holder's history can show it."""
+        if isinstance(request.target, PopulationTarget):
+            return "population"
+        if grants:
+            return sorted(g.id for g in grants)[0]
+        return self.keyring.vehicle_ref(request.target.vin)
+
     def _deny(
         self,
         session: Session,
@@ -445,7 +455,7 @@ class Gate:
             kind=kind,
             decision="denied",
             reasons=reasons,
-            grants=[],
+            grants=_concerned(session, request),
             payload=None,
             transfer=transfer,
         )
@@ -501,7 +511,7 @@ class Gate:
                     decision=decision,
                     reasons=tuple(r.text() for r in reasons),
                     payload_digest=payload.digest() if payload else "",
-                    subject_ref=_subject_ref(request, grants),
+                    subject_ref=self._subject_ref(request, grants),
                     details=_recorded_span(payload),
                 )
             ],
@@ -565,10 +575,18 @@ def _recorded_span(payload: ProtectedPayload | None) -> dict[str, Any]:
     return {"recorded": {"from": format_instant(min(times)), "to": format_instant(max(times))}}
 
 
-def _subject_ref(request: ReleaseRequest, grants: list[Grant]) -> str:
-    if isinstance(request.target, PopulationTarget):
-        return "population"
-    return grants[0].id if grants else ""
+def _concerned(session: Session, request: ReleaseRequest) -> list[Grant]:
+    """The grants a refused request concerns: the recipient's grants under the contract on
+    the vehicle asked for (only the customer's own, for a customer-bound token)."""
+    if not isinstance(request.target, VehicleTarget):
+        return []
+    return [
+        g
+        for g in grant_store.for_vehicle(session, request.target.vin)
+        if g.recipient_id == request.recipient_id
+        and g.contract_id == request.contract_id
+        and (request.customer_id is None or g.customer_id == request.customer_id)
+    ]
 
 
 def _merge(parts: list[ProtectedPayload], level: ProtectionLevel) -> ProtectedPayload:
