@@ -368,7 +368,11 @@ def names_anything(answer_texts: Iterable[str], references: set[str]) -> set[str
 
 
 async def test_leak_scan(
-    database_url: str, tmp_path: Path, aiohttp_client: Any, aiohttp_server: Any
+    database_url: str,
+    tmp_path: Path,
+    aiohttp_client: Any,
+    aiohttp_server: Any,
+    record_property: Any,
 ) -> None:
     world = await make_scan_world(database_url, tmp_path, aiohttp_client)
     broker = world.app.broker
@@ -456,11 +460,45 @@ async def test_leak_scan(
         e.seq: e
         for e in broker.database.run_sync(lambda s: audit_store.read(s, start=0, limit=10**6))
     }
+    for contract, (linked, total) in value_linkage(scan).items():  # measured, not asserted
+        record_property(f"value_linkage[{contract}]", f"{linked}/{total}")
+        print(f"value linkage under {contract}: {linked}/{total} records match one identified")
+    assert all(total for _linked, total in value_linkage(scan).values())  # data was pulled
     check_answers(scan, world, log)
     check_webhooks(received, secrets, world, log, types)
     assert commands.audit(broker, "checkpoint")[0]
     ok, lines = commands.audit(broker, "verify")
     assert ok, lines
+
+
+def _records(answers: Iterable[Answer]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for answer in answers:
+        document = answer.json()
+        if 200 <= answer.status < 300 and isinstance(document, dict):
+            out += [r for r in document.get("records", []) if isinstance(r, dict)]
+    return out
+
+
+def value_linkage(scan: Scan) -> dict[str, tuple[int, int]]:
+    """Per pseudonymised pull contract: how many of its pulled records match exactly one record
+    pulled under an identified contract by category and data values (a linkage attack on
+    values alone; times, ids and handles are already not shared)."""
+
+    def key(record: dict[str, Any]) -> str:
+        return json.dumps([record.get("category"), record.get("data")], sort_keys=True)
+
+    identified = Counter(
+        key(r) for r in _records(a for a in scan.answers if a.party.key == "pull-iden-vin")
+    )
+    result: dict[str, tuple[int, int]] = {}
+    for party in {a.party.key: a.party for a in scan.answers}.values():
+        if party.channel != "pull" or party.level != "pseudonymised":
+            continue
+        records = _records(a for a in scan.answers if a.party.key == party.key)
+        linked = sum(1 for r in records if identified.get(key(r)) == 1)
+        result[party.contract] = (linked, len(records))
+    return result
 
 
 def _references(world: ScanWorld, scan: Scan) -> set[str]:
@@ -474,13 +512,15 @@ def check_answers(scan: Scan, world: ScanWorld, log: dict[int, AuditEntry]) -> N
     found_canaries = canaries(world)
     refs = _references(world, scan)
     leaks: list[str] = []
-    seen_allowed: set[str] = set()
+    seen_allowed: set[str] = set()  # seen where allowed, in answers that carry records
     claimed: Counter[int] = Counter()
     for answer in scan.answers:
         where = f"{answer.state} {answer.party.key} {answer.method} {answer.url} {answer.status}"
         for name in found_canaries.found(answer.texts):
             if allowed(name, answer.party):
-                seen_allowed.add(name)
+                document = answer.json()
+                if isinstance(document, dict) and document.get("records"):
+                    seen_allowed.add(name)
             else:
                 leaks.append(f"{name} in {where}")
         others = {h for key, hs in scan.handles.items() if key != answer.party.key for h in hs}

@@ -39,6 +39,8 @@ FORMS = (
     ("anonymised", "none"),
 )
 VEHICLES = (COOPER, COUNTRYMAN, COOPER_C)
+#: Every category of the scan's contracts: a token without them is answered no records.
+SCOPE = "vehicle.status:read vehicle.position:read vehicle.general:read"
 #: When every scan contract ends (the "contract ended" state moves the clock past it).
 CONTRACT_END = NOW + timedelta(hours=2)
 #: Data is recorded during the hour before NOW.
@@ -124,7 +126,9 @@ class ScanWorld:
         if dpop:
             headers["DPoP"] = self.proof("POST", "/oauth/token")
         response = await self.client.post(
-            "/oauth/token", data={"grant_type": "client_credentials"}, headers=headers
+            "/oauth/token",
+            data={"grant_type": "client_credentials", "scope": SCOPE},
+            headers=headers,
         )
         body: dict[str, Any] = await response.json()
         assert response.status == 200, (party.key, body)
@@ -289,7 +293,10 @@ def records_at(start: datetime, tag: str, minutes: int = 2) -> list[dict[str, An
                     "vin": vin,
                     "category": "vehicle.status",
                     "recorded_at": at,
-                    "data": {"mileage_km": 4321.0 + minute, "battery_voltage_v": 13.9},
+                    "data": {
+                        "mileage_km": 1000.0 * (1 + VEHICLES.index(vin)) + minute,
+                        "battery_voltage_v": 13.9,
+                    },
                 }
             )
     records.append(
