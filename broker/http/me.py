@@ -174,6 +174,10 @@ def add_routes(app: web.Application, *, runtime: Callable[[], MeRuntime]) -> Non
         "/v1/me/grants/{grant_id}/transfers",
         transfers,
         summary="The transfers under one grant, from the audit log, newest first",
+        description="Everything that left under the grant, each item with its `kind` "
+        "(`release`, `listing`, `event`, `notice`, `notice_feed`), destination countries "
+        "and transfer mechanisms; a day's repeated listings or feed reads of one recipient "
+        "are one item counting them (`occurrences`, from `first_seq` to `seq`).",
         tag=TAG,
         security=READ,
         parameters=[
@@ -248,7 +252,10 @@ def add_routes(app: web.Application, *, runtime: Callable[[], MeRuntime]) -> Non
         "/v1/me/export",
         export,
         summary="A copy of the customer's data (GDPR Art. 15 and 20), as a JSON attachment",
-        description="Every copy handed out is recorded in the audit log (`subject_access`).",
+        description="Every copy handed out is recorded in the audit log (`subject_access`). "
+        "Its `transfers` list everything that left about the customer, of every `kind`: "
+        "what left under their grants, and the eligibility answers about a vehicle they "
+        "owned or drove at the time (`eligibility`).",
         tag=TAG,
         security=EXPORT,
         responses={

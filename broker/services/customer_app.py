@@ -18,7 +18,10 @@ What a customer may see and do:
 * **location**: an owner switches collection and sharing on or off; a current
   secondary driver may only switch them off. The vehicle row is what ingest and
   the gate read, so it applies to every channel at once; each change is audited.
-* **transfers**: the audit log's releases that relied on one of their grants.
+* **transfers**: everything that left about them, as the audit log holds it
+  (:mod:`broker.services.disclosures`): releases, listings, webhook events and
+  notices under their grants, and eligibility answers about a vehicle they held;
+  a day's repeated polling of one recipient is one item counting its ``occurrences``.
 * **the copy** (Art. 15 and 20): every copy handed out is itself an audit entry
   (``subject_access``), appended in the transaction that read the data; it names
   the customer by a keyed reference and holds counts only, never a VIN or contact data.
@@ -26,7 +29,6 @@ What a customer may see and do:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -36,12 +38,14 @@ from typing import Any
 from sqlmodel import Session
 
 from broker.audit.entry import AuditEntry
-from broker.clock import format_instant, parse_instant
+from broker.clock import format_instant
 from broker.documents import DocumentLibrary
 from broker.domain.grants import Grant, GrantAction, GrantState
 from broker.domain.legal import Activation, LegalBasis, admits_objection
 from broker.errors import BrokerError, NotFound, TransitionRefused
 from broker.gate.keyring import Keyring
+from broker.services import disclosures
+from broker.services.disclosures import Disclosure
 from broker.services.grants import GrantService
 from broker.store import audit as audit_store
 from broker.store import contracts as contract_store
@@ -122,19 +126,29 @@ class CustomerApp:
         held = customer_view.holdings(session, customer_id)
         current = _current(held, now)
         grants = self._visible(session, customer_id, held, now)
-        transfers = self._transfers(session, grants, held)
+        transfers = disclosures.about_customer(session, self.keyring, grants, held)
+        checks = [d for d in transfers if d.entry.kind == customer_view.ELIGIBILITY]
+        names = _recipient_names(session, {d.entry.recipient_id for d in checks})
         models = {h.vin: h.model for h in held}
         vehicles: dict[str, dict[str, Any]] = {
-            h.vin: _vehicle(h) | {"current": True, "grants": []} for h in current
+            h.vin: _vehicle(h) | {"current": True, "grants": [], "eligibility_checks": []}
+            for h in current
         }
+
+        def vehicle(vin: str) -> dict[str, Any]:
+            return vehicles.setdefault(
+                vin,
+                {"vin": vin, "model": models.get(vin), "current": False, "grants": [],
+                 "eligibility_checks": []},
+            )  # fmt: skip
+
         for grant in grants:
-            entry = vehicles.setdefault(
-                grant.vin,
-                {"vin": grant.vin, "model": models.get(grant.vin), "current": False, "grants": []},
-            )
-            entry["grants"].append(
+            vehicle(grant.vin)["grants"].append(
                 self._describe(session, customer_id, grant, held, now, transfers)
             )
+        for check in checks:
+            for vin in check.vins:
+                vehicle(vin)["eligibility_checks"].append(disclosures.item(check, names))
         return {"vehicles": sorted(vehicles.values(), key=lambda v: (not v["current"], v["vin"]))}
 
     def grant(
@@ -157,14 +171,15 @@ class CustomerApp:
         page: int = 1,
         per_page: int = 20,
     ) -> Page:
-        """The releases under one grant, newest first, a page at a time."""
+        """What left under one grant, newest first, a page at a time (a day's repeats of
+        one listing or feed page are one item, with their ``occurrences``)."""
         page, per_page = max(1, page), min(max(1, per_page), MAX_PAGE_SIZE)
         held = customer_view.holdings(session, customer_id)
         grant = self._find(session, customer_id, grant_id, held, now)
         entries = self._transfers(session, [grant], held)
         names = _recipient_names(session, {grant.recipient_id})
         start = (page - 1) * per_page
-        items = [_transfer(e, names, {grant.id}) for e in entries[start : start + per_page]]
+        items = [disclosures.item(d, names) for d in entries[start : start + per_page]]
         return Page(items, page, per_page, len(entries))
 
     # -- changing ----------------------------------------------------------------------------
@@ -279,15 +294,14 @@ class CustomerApp:
         audit_store.serialise(session)  # one lock order with the gate
         held = customer_view.holdings(session, customer_id)
         grants = self._visible(session, customer_id, held, now, former=True)
-        entries = self._transfers(session, grants, held)
-        visible = {g.id for g in grants}
-        recipient_ids = {g.recipient_id for g in grants}
+        entries = disclosures.about_customer(session, self.keyring, grants, held)
+        recipient_ids = {g.recipient_id for g in grants} | {d.entry.recipient_id for d in entries}
         names = _recipient_names(session, recipient_ids)
         described = []
         for grant in grants:
             view = self._describe(session, customer_id, grant, held, now, entries)
             view["transfers"] = [
-                _transfer(e, names, visible) for e in entries if grant.id in e.grant_ids
+                disclosures.item(d, names) for d in entries if grant.id in d.grants
             ]
             described.append(view)
         periods = [OwnedPeriod(h.vin, h.since, h.until) for h in held if h.role == OWNER]
@@ -319,8 +333,8 @@ class CustomerApp:
             ],
             "purposes": sorted(purposes.values(), key=lambda p: (p["contract"], p["recipient"])),
             "grants": described,
-            "recipients": _recipients(entries, names),
-            "transfers": [_transfer(e, names, visible) for e in entries],
+            "recipients": disclosures.recipients(entries, names),
+            "transfers": [disclosures.item(d, names) for d in entries],
             "telemetry": {
                 "source": "the vehicles' connected-car services, sent by the car maker's backend",
                 "counts": counts,
@@ -345,7 +359,7 @@ class CustomerApp:
         *,
         counts: dict[str, int],
         grants: list[Grant],
-        entries: list[AuditEntry],
+        entries: list[Disclosure],
     ) -> None:
         """Append the copy's ``subject_access`` entry: a keyed customer reference, the
         categories and counts (``counts``: records per category), no VIN, no contact data,
@@ -370,7 +384,7 @@ class CustomerApp:
                         "records": sum(counts.values()),
                         "grants": len(grants),
                         "transfers": len(entries),
-                        "recipients": len({e.recipient_id for e in entries}),
+                        "recipients": len({d.entry.recipient_id for d in entries}),
                     },
                 )
             ],
@@ -403,30 +417,10 @@ class CustomerApp:
 
     def _transfers(
         self, session: Session, grants: list[Grant], held: list[Holding]
-    ) -> list[AuditEntry]:
-        """The releases that concern the customer: every release under their own grants;
-        under a vehicle-linked grant, those of data recorded while they held the vehicle
-        (a vehicle's earlier or later owners see their own periods only)."""
-        entries = customer_view.releases_for(
-            session, {g.id for g in grants}, {g.recipient_id for g in grants}
-        )
-        own = {g.id for g in grants if g.customer_id is not None}
-        linked = {g.id: g.vin for g in grants if g.customer_id is None}
-        periods: dict[str, list[tuple[datetime, datetime | None]]] = {}
-        for h in held:
-            periods.setdefault(h.vin, []).append((h.since, h.until))
-
-        def concerns(entry: AuditEntry) -> bool:
-            if own.intersection(entry.grant_ids):
-                return True
-            first, last = _recorded_span(entry)
-            return any(
-                last >= since and (until is None or first < until)
-                for grant_id in linked.keys() & set(entry.grant_ids)
-                for since, until in periods.get(linked[grant_id], ())
-            )
-
-        return _grouped([e for e in entries if concerns(e)])
+    ) -> list[Disclosure]:
+        """What left under ``grants`` that concerns the customer (see
+        :func:`broker.services.disclosures.under_grants`)."""
+        return disclosures.under_grants(session, grants, held)
 
     def _describe(
         self,
@@ -435,7 +429,7 @@ class CustomerApp:
         grant: Grant,
         held: list[Holding],
         now: datetime,
-        transfers: list[AuditEntry],
+        transfers: list[Disclosure],
     ) -> dict[str, Any]:
         contract = contract_store.get(session, grant.contract_id, grant.contract_version)
         recipient = party_store.recipient(session, grant.recipient_id)
@@ -445,7 +439,7 @@ class CustomerApp:
         decision = check_transfer(
             recipient, contract.processing_countries, self.adequacy, now.date()
         )
-        mine = [e for e in transfers if grant.id in e.grant_ids]
+        mine = [d for d in transfers if grant.id in d.grants]
         state = grant.effective_state(now)
         started = next((e.at for e in grant.history if e.to_state is GrantState.ACTIVE), None)
         ended = grant.history[-1].at if grant.state.terminal else grant.valid_until
@@ -494,8 +488,8 @@ class CustomerApp:
             "valid_from": format_instant(grant.valid_from),
             "valid_until": _instant(grant.valid_until),
             "ended_at": _instant(ended) if state.terminal else None,
-            "last_transfer": format_instant(mine[0].at) if mine else None,
-            "transfer_count": len(mine),
+            "last_transfer": format_instant(mine[0].entry.at) if mine else None,
+            "transfer_count": sum(d.occurrences for d in mine),  # every entry, repeats too
             "rights": _rights(grant, contract.legal_basis, customer_id, held, now),
             "history": [
                 {
@@ -548,15 +542,6 @@ def _rights(
     return {"allowed": allowed, "note": note}
 
 
-def _recorded_span(entry: AuditEntry) -> tuple[datetime, datetime]:
-    """When the release's records were recorded (first, last); the release time for an
-    entry that does not say."""
-    recorded = entry.details.get("recorded")
-    if isinstance(recorded, dict):
-        return parse_instant(recorded["from"]), parse_instant(recorded["to"])
-    return entry.at, entry.at
-
-
 def _status(state: GrantState) -> str:
     if state is GrantState.PENDING:
         return "pending"
@@ -578,99 +563,6 @@ def _vehicle(holding: Holding) -> dict[str, Any]:
         },
         "may_switch_on": holding.role == OWNER,
     }
-
-
-#: Entries a recipient's polling repeats: shown once per recipient, kind and day.
-_GROUPED_KINDS = frozenset({"listing", "notice_feed"})
-
-
-def _grouped(entries: list[AuditEntry]) -> list[AuditEntry]:
-    """``entries`` (newest first) with each day's listings and feed reads of one recipient
-    folded into the newest of them, which says how many there were (``occurrences``)."""
-    counts: dict[tuple[str, str, str], int] = {}
-    for entry in entries:
-        if entry.kind in _GROUPED_KINDS:
-            key = (entry.recipient_id, entry.kind, entry.at.date().isoformat())
-            counts[key] = counts.get(key, 0) + 1
-    kept: list[AuditEntry] = []
-    seen: set[tuple[str, str, str]] = set()
-    for entry in entries:
-        if entry.kind not in _GROUPED_KINDS:
-            kept.append(entry)
-            continue
-        key = (entry.recipient_id, entry.kind, entry.at.date().isoformat())
-        if key in seen:
-            continue
-        seen.add(key)
-        details = {**entry.details, "occurrences": counts[key]}
-        kept.append(dataclasses.replace(entry, details=details))
-    return kept
-
-
-def _transfer(entry: AuditEntry, names: dict[str, str], visible: set[str]) -> dict[str, Any]:
-    """One release as the customer sees it: of the grants it relied on, only those the
-    customer may see (a population release relies on other customers' grants too)."""
-    return {
-        "seq": entry.seq,
-        "kind": entry.kind,
-        "occurrences": int(entry.details.get("occurrences", 1)),
-        "at": format_instant(entry.at),
-        "recipient": {"id": entry.recipient_id, "name": names.get(entry.recipient_id)},
-        "contract": entry.contract_id,
-        "grants": [g for g in entry.grant_ids if g in visible],
-        "channel": entry.channel,
-        "purpose": entry.purpose,
-        "categories": list(entry.categories),
-        "record_count": entry.record_count,
-        "vehicles_in_release": len(entry.grant_ids),
-        "protection": entry.protection,
-        "destination_countries": list(entry.destination_countries),
-        "transfer_mechanisms": list(entry.transfer_mechanisms),
-        "legal_basis": entry.legal_basis,
-        "decision": entry.decision,
-    }
-
-
-def _recipients(entries: list[AuditEntry], names: dict[str, str]) -> list[dict[str, Any]]:
-    """Every recipient the data went to, with the safeguards each transfer used."""
-    summary: dict[str, dict[str, Any]] = {}
-    for entry in entries:
-        item = summary.setdefault(
-            entry.recipient_id,
-            {
-                "id": entry.recipient_id,
-                "name": names.get(entry.recipient_id),
-                "transfers": 0,
-                "records": 0,
-                "categories": set(),
-                "channels": set(),
-                "destination_countries": set(),
-                "transfer_mechanisms": set(),
-                "first": entry.at,
-                "last": entry.at,
-            },
-        )
-        item["transfers"] += 1
-        item["records"] += entry.record_count
-        item["categories"].update(entry.categories)
-        item["channels"].add(entry.channel)
-        item["destination_countries"].update(entry.destination_countries)
-        item["transfer_mechanisms"].update(entry.transfer_mechanisms)
-        item["first"] = min(item["first"], entry.at)
-        item["last"] = max(item["last"], entry.at)
-    return [
-        {
-            key: (
-                sorted(value)
-                if isinstance(value, set)
-                else format_instant(value)
-                if isinstance(value, datetime)
-                else value
-            )
-            for key, value in item.items()
-        }
-        for _, item in sorted(summary.items())
-    ]
 
 
 def _recipient_names(session: Session, ids: set[str]) -> dict[str, str]:

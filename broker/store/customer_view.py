@@ -5,7 +5,8 @@
 * :func:`visible_grants`: the grants a customer may see — those they gave
   (consent, service contract) and the vehicle-linked ones (legitimate interest,
   legal obligation, fleet clearance) of the vehicles they hold now;
-* :func:`releases_for`: the audit log's releases that relied on any of some grants;
+* :func:`releases_for`: the audit log's entries of what left under any of some grants;
+* :func:`eligibility_answers`: the eligibility answers given about some vehicles;
 * :func:`set_location`: the vehicle row's location switches, which ingest and the
   gate read, so a change applies to every channel at once.
 
@@ -25,7 +26,7 @@ from broker.domain.grants import Grant
 from broker.store import grants as grant_store
 from broker.store.tables import AuditEntryRow, VehiclePartyRow, VehicleRow
 
-#: The audit ``subject_ref`` of a release to a whole population of vehicles.
+#: The decisions of an entry under which something left the broker.
 _RELEASED = frozenset({"released", "partial"})
 
 
@@ -107,6 +108,28 @@ def releases_for(
     ).all()
     entries = [AuditEntry.from_json(row) for row in rows]
     return [e for e in entries if e.decision in _RELEASED and wanted & set(e.grant_ids)]
+
+
+#: An answer to a recipient's eligibility check: about one vehicle, under no grant; its
+#: ``subject_ref`` is the broker's audit reference for the vehicle (``veh-...``).
+ELIGIBILITY = "eligibility"
+
+
+def eligibility_answers(session: Session, vehicle_refs: Collection[str]) -> list[AuditEntry]:
+    """The eligibility answers (newest first) given about any of ``vehicle_refs``, the
+    vehicles' audit references; a refused check told nothing and is not one."""
+    if not vehicle_refs:
+        return []
+    rows = session.exec(
+        select(AuditEntryRow.entry)
+        .where(
+            AuditEntryRow.kind == ELIGIBILITY,
+            col(AuditEntryRow.subject_ref).in_(sorted(set(vehicle_refs))),
+        )
+        .order_by(col(AuditEntryRow.seq).desc())
+    ).all()
+    entries = [AuditEntry.from_json(row) for row in rows]
+    return [e for e in entries if e.decision in _RELEASED]
 
 
 def set_location(session: Session, vin: str, *, collection: bool, sharing: bool) -> bool:

@@ -4,6 +4,8 @@
 code flow (a public client with PKCE: no consent page); ``kit.insurer_token()``
 runs the insurer's code flow with anna's consent (a new grant on her Cooper);
 ``kit.release(...)`` asks the gate for a release, as a channel would.
+The ``webhook_kit`` is the same on a broker that delivers webhooks to loopback
+only when a test's own worker drains its queue.
 """
 
 from __future__ import annotations
@@ -11,18 +13,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from aiohttp import CookieJar
+from ingest_app import free_port
 from oauth_site import REDIRECT, SCOPE, Site, consent, log_in, make_site
-from worlds import COOPER, NOW
+from worlds import COOPER, NOW, ROOT
 
+from broker.bootstrap import RUNTIME, create_web_app
+from broker.clock import ManualClock
 from broker.domain.contracts import Channel
 from broker.gate.release import Outcome, PopulationTarget, ReleaseRequest, VehicleTarget
+from broker.services.seed import apply_seed, read_seed
+from broker.settings import Settings
 
 APP_REDIRECT = "http://localhost:8080/app/callback"
 ALL_SCOPES = "grants:read grants:write data:read data:export"
@@ -136,6 +144,36 @@ async def site(database_url: str, tmp_path: Path, aiohttp_server: Any, aiohttp_c
 @pytest.fixture
 def kit(site: Site) -> Kit:
     return Kit(site)
+
+
+@pytest.fixture
+async def webhook_kit(
+    database_url: str, tmp_path: Path, aiohttp_server: Any, aiohttp_client: Any
+) -> Kit:
+    """Like ``kit``, on a broker whose webhooks may go to http://127.0.0.1 and that runs no
+    delivery worker of its own (a test drains the queue with its own worker)."""
+    port = free_port()
+    settings = replace(
+        Settings(),
+        database_url=database_url,
+        public_url=f"http://127.0.0.1:{port}",
+        master_key_file=tmp_path / "master.key",
+        audit_key_file=tmp_path / "audit.key",
+        oauth_keys_dir=tmp_path / "oauth-keys",
+        webhook_allow_http_loopback=True,
+        webhook_worker=False,
+    )
+    clock = ManualClock(NOW)
+    app = create_web_app(settings, clock=clock)
+    server = await aiohttp_server(app, port=port)
+    broker = app[RUNTIME].require()
+    seed = read_seed(broker.documents, ROOT / "examples" / "demo-seed.json")
+    broker.database.run_sync(
+        lambda s: apply_seed(s, seed, broker.grants, vault=broker.vault, now=NOW), write=True
+    )
+    jar = CookieJar(unsafe=True, treat_as_secure_origin=server.make_url("/"))
+    browser = await aiohttp_client(server, cookie_jar=jar)
+    return Kit(Site(server, browser, broker, clock))
 
 
 Kit.record = staticmethod(record)  # type: ignore[attr-defined]

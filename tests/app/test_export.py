@@ -7,63 +7,30 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlmodel import col, select
+from app import from_the_log
+from app.from_the_log import assert_copy_matches_the_log
 from worlds import COOPER, COUNTRYMAN, NOW
 
 from broker.audit.entry import canonical_json
-from broker.clock import parse_instant
 from broker.commands import audit as audit_command
 from broker.domain.contracts import Channel
 from broker.gate.release import Release
 from broker.store import audit as audit_store
-from broker.store.tables import GrantRow, VehiclePartyRow
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
 
-def expected_transfers(session: Any, customer_id: str) -> list[dict[str, Any]]:
-    """Straight from the audit store: the releases that concern the customer — under
-    their own grants, or under a vehicle-linked grant of data recorded while they held
-    that vehicle (the entry's ``details.recorded`` span, else its time)."""
-    own = {g.id for g in session.exec(select(GrantRow).where(GrantRow.customer_id == customer_id))}
-    periods = [
-        (p.vin, p.since, p.until)
-        for p in session.exec(
-            select(VehiclePartyRow).where(VehiclePartyRow.customer_id == customer_id)
-        )
-    ]
-    linked = {
-        g.id: g.vin
-        for g in session.exec(
-            select(GrantRow).where(
-                col(GrantRow.vin).in_({vin for vin, _, _ in periods}),
-                col(GrantRow.customer_id).is_(None),
-            )
-        )
-    }
-
-    def concerns(e: Any) -> bool:
-        if own & set(e.grant_ids):
-            return True
-        span = e.details.get("recorded", {})
-        first = parse_instant(span["from"]) if span else e.at
-        last = parse_instant(span["to"]) if span else e.at
-        return any(
-            vin == linked[g] and last >= since and (until is None or first < until)
-            for g in set(e.grant_ids) & set(linked)
-            for vin, since, until in periods
-        )
-
-    return [
-        e.to_json()
-        for e in audit_store.read(session, limit=100_000)
-        if e.kind == "release" and e.decision in {"released", "partial"} and concerns(e)
-    ]
+def expected_transfers(session: Any, customer_id: str, keyring: Any) -> list[dict[str, Any]]:
+    """Straight from the audit store (see :mod:`app.from_the_log`): every entry of
+    something that left about the customer, of every kind (releases, listings, events,
+    notices, notices-feed pages, eligibility answers)."""
+    return from_the_log.expected_transfers(session, customer_id, keyring)
 
 
-def anna_expected_transfers(session: Any, _now: Any) -> list[dict[str, Any]]:
-    return expected_transfers(session, "cus-anna")
+def anna_expected_transfers(kit: Any) -> list[dict[str, Any]]:
+    keyring = kit.site.broker.keyring
+    return kit.site.broker.database.run_sync(lambda s: expected_transfers(s, "cus-anna", keyring))
 
 
 async def make_transfers(kit: Any) -> None:
@@ -102,10 +69,9 @@ async def test_the_copys_recipients_and_transfers_match_the_audit_log(kit: Any) 
     assert response.headers["Content-Disposition"].startswith("attachment; filename=")
     assert response.headers["Cache-Control"] == "no-store"
 
-    expected = kit.site.broker.database.run_sync(
-        lambda s: anna_expected_transfers(s, kit.site.clock.now())
-    )
+    expected = anna_expected_transfers(kit)
     assert len(expected) == 2
+    assert_copy_matches_the_log(kit, copy, "cus-anna")
     assert [t["seq"] for t in copy["transfers"]] == sorted(
         (e["seq"] for e in expected), reverse=True
     )
@@ -166,12 +132,7 @@ async def test_a_vehicles_transfers_follow_whose_data_it_was(kit: Any) -> None:
     assert annas not in {t["seq"] for t in theirs["transfers"]}
 
     for customer_id, mine in (("cus-anna", copy), ("cus-bram", theirs)):
-        expected = kit.site.broker.database.run_sync(
-            lambda s, c=customer_id: expected_transfers(s, c)
-        )
-        assert [t["seq"] for t in mine["transfers"]] == sorted(
-            (e["seq"] for e in expected), reverse=True
-        )
+        assert_copy_matches_the_log(kit, mine, customer_id)
 
 
 def logged(kit: Any, kind: str) -> list[dict[str, Any]]:
@@ -212,9 +173,7 @@ async def test_every_copy_handed_out_is_audited_and_never_a_transfer(kit: Any) -
 
     # Neither a copy nor a location change is a transfer: the copies, the grant's
     # transfer history and the overview all list exactly the audit log's releases.
-    expected = kit.site.broker.database.run_sync(
-        lambda s: anna_expected_transfers(s, kit.site.clock.now())
-    )
+    expected = anna_expected_transfers(kit)
     seqs = sorted((e["seq"] for e in expected), reverse=True)
     assert [t["seq"] for t in first["transfers"]] == seqs
     assert [t["seq"] for t in second["transfers"]] == seqs
@@ -261,8 +220,5 @@ async def test_the_copy_holds_account_contact_vehicles_grants_and_own_telemetry(
     assert {r["id"] for r in theirs["telemetry"]["records"]} == {"s-bram"}
     assert theirs["contact"]["name"] == "Bram Jansen"
     assert "gr-anna-insurer" not in {g["id"] for g in theirs["grants"]}
-    expected = kit.site.broker.database.run_sync(lambda s: expected_transfers(s, "cus-bram"))
-    assert [t["seq"] for t in theirs["transfers"]] == sorted(
-        (e["seq"] for e in expected), reverse=True
-    )
+    assert_copy_matches_the_log(kit, theirs, "cus-bram")
     # (bram also drives anna's Cooper: its vehicle-linked releases concern him too)

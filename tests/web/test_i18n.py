@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from broker.domain.parties import Language
+from broker.store.customer_view import DISCLOSURE_KINDS, ELIGIBILITY
 from broker.web.i18n import (
     MESSAGES_DIR,
     Catalogues,
@@ -73,6 +74,20 @@ def test_the_order_of_choice() -> None:
 def test_the_catalogues_have_the_same_keys() -> None:
     catalogues = Catalogues.load()
     assert set(catalogues.messages[Language.NL]) == set(catalogues.messages[Language.EN])
+
+
+def test_every_kind_of_transfer_is_said_in_words() -> None:
+    """The transfer history says what each item was (a listing, an event, an eligibility
+    answer...) in the customer's language, and how many times a repeated one happened."""
+    catalogues = Catalogues.load()
+    for language in Language:
+        say = catalogues.translator(language)
+        for kind in (*DISCLOSURE_KINDS, ELIGIBILITY):
+            assert say(f"disclosure.{kind}"), (language, kind)
+        assert "7" in say.plural("app.occurrences", 7)
+    english = catalogues.translator(Language.EN)
+    assert english("disclosure.listing") == "listed your vehicle"
+    assert english("disclosure.eligibility") == "answered an eligibility check"
 
 
 def write_catalogue(directory: Path, language: str, name: str, messages: dict[str, str]) -> None:
