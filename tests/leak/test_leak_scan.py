@@ -260,6 +260,24 @@ async def walk(
             scan.handles[party.key].add(value)
 
 
+async def introspect(scan: Scan, party: Party, state: str, token: str) -> None:
+    """RFC 7662 introspection of ``token`` by its own client: a protocol answer, scanned."""
+    import base64
+
+    basic = base64.b64encode(f"{party.client_id}:{party.secret}".encode()).decode()
+    response = await scan.world.client.post(
+        "/oauth/introspect", data={"token": token}, headers={"Authorization": f"Basic {basic}"}
+    )
+    raw = await response.read()
+    assert response.status == 200, raw
+    headers = dict(response.headers)
+    texts = surfaces(message_texts(raw, headers))
+    scan.answers.append(
+        Answer(party, state, "POST", "/oauth/introspect", "/oauth/introspect", 200, headers,
+               raw, texts)
+    )  # fmt: skip
+
+
 # -- the world's states and what triggers events ---------------------------------------------
 
 
@@ -428,6 +446,7 @@ async def test_leak_scan(
                         surfaces([token["_raw"], *token["_headers"].values()]),
                     )
                 )
+                await introspect(scan, party, state, token["access_token"])
             if state == "suspended":
                 set_recipients(world, status="suspended")
                 end_grants(world, COUNTRYMAN)  # the written exception: grant.ended still goes
@@ -511,6 +530,7 @@ def _references(world: ScanWorld, scan: Scan) -> set[str]:
 def check_answers(scan: Scan, world: ScanWorld, log: dict[int, AuditEntry]) -> None:
     found_canaries = canaries(world)
     refs = _references(world, scan)
+    grant_ids = {g for p in world.parties for g in p.grants.values()}
     leaks: list[str] = []
     seen_allowed: set[str] = set()  # seen where allowed, in answers that carry records
     claimed: Counter[int] = Counter()
@@ -530,7 +550,12 @@ def check_answers(scan: Scan, world: ScanWorld, log: dict[int, AuditEntry]) -> N
         document = answer.json()
         _positions_of_location_off(document, where, leaks)
         named = names_anything(answer.texts, refs)
-        if (answer.method, answer.route) in PROTOCOL or not named:
+        if (answer.method, answer.route) in PROTOCOL:
+            # Client credentials: the customer has just given nothing, so nothing is named.
+            if named:
+                leaks.append(f"protocol answer names {sorted(named)[:3]}: {where}")
+            continue
+        if not named:
             continue
         release = document.get("release") if isinstance(document, dict) else None
         if not (200 <= answer.status < 300) or not isinstance(release, dict):
@@ -542,6 +567,8 @@ def check_answers(scan: Scan, world: ScanWorld, log: dict[int, AuditEntry]) -> N
             leaks.append(f"no audit entry with its digest: {where}")
         elif entry.recipient_id != answer.party.recipient or entry.decision == "denied":
             leaks.append(f"audit entry {entry.seq} is not this release: {where}")
+        elif not_in_entry := (named & grant_ids) - {*entry.grant_ids, entry.subject_ref}:
+            leaks.append(f"audit entry {entry.seq} does not name {sorted(not_in_entry)}: {where}")
         elif set(document) - {"release"} in ({"vehicles"}, {"grants"}):  # a listing
             sent = {k: v for k, v in document.items() if k != "release"}
             if document_digest(sent) != entry.payload_digest:
