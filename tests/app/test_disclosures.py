@@ -147,13 +147,13 @@ async def every_kind_for_anna(kit: Any, receiver: Receiver) -> str:
     assert await eligibility(kit, maps, COOPER, "map-provider-anonymised") == 403  # told nothing
 
     token = await kit.token("anna")
-    status, _, _ = await kit.api("POST", "/v1/me/grants/gr-anna-insurer/withdrawal", token)
+    status, _, _ = await kit.api("POST", "/v1/me/grants/gr-677f38bc93017473/withdrawal", token)
     assert status == 200  # the insurer gets a notice
     clock.advance(timedelta(minutes=1))
     insurer = await insurer_token(kit)
     for _ in range(2):
         feed = await as_insurer(kit, "/v1/recipient/notices", insurer)
-        assert [n["grant"] for n in feed["notices"]] == ["gr-anna-insurer"]
+        assert [n["grant"] for n in feed["notices"]] == ["gr-677f38bc93017473"]
     return token
 
 
@@ -182,7 +182,7 @@ async def test_the_copy_holds_every_kind_entry_for_entry_and_nothing_of_others(
     assert check["destination_countries"] == ["DE", "IN"]
     assert "scc:SCC-DEMO-2025-017" in check["transfer_mechanisms"]
     [listing] = [t for t in copy["transfers"] if t["kind"] == "listing"]
-    assert listing["occurrences"] == POLLS and listing["grants"] == ["gr-anna-insurer"]
+    assert listing["occurrences"] == POLLS and listing["grants"] == ["gr-677f38bc93017473"]
     [feed] = [t for t in copy["transfers"] if t["kind"] == "notice_feed"]
     assert feed["occurrences"] == 2
     events = [t for t in copy["transfers"] if t["kind"] == "event"]
@@ -227,7 +227,7 @@ async def test_fifty_polls_of_a_listing_are_one_item_of_the_history(
 ) -> None:
     kit = webhook_kit
     token = await every_kind_for_anna(kit, receiver)
-    status, history, _ = await kit.api("GET", "/v1/me/grants/gr-anna-insurer/transfers", token)
+    status, history, _ = await kit.api("GET", "/v1/me/grants/gr-677f38bc93017473/transfers", token)
     assert status == 200
     # The feed's two reads, the notice, the 50 listings: three items, not 53.
     assert [(t["kind"], t["occurrences"]) for t in history["items"]] == [
@@ -236,19 +236,19 @@ async def test_fifty_polls_of_a_listing_are_one_item_of_the_history(
         ("listing", POLLS),
     ]
     assert history["total"] == 3
-    named = [e.to_json() for e in logged(kit) if "gr-anna-insurer" in e.grant_ids
+    named = [e.to_json() for e in logged(kit) if "gr-677f38bc93017473" in e.grant_ids
              and e.decision == "released"]  # fmt: skip
     assert from_the_log.as_items(history["items"]) == from_the_log.expected_items(
-        named, {"gr-anna-insurer"}
+        named, {"gr-677f38bc93017473"}
     )
     listing = history["items"][2]
     listings = [e for e in named if e["kind"] == "listing"]
     assert (listing["first_seq"], listing["seq"]) == (listings[0]["seq"], listings[-1]["seq"])
-    _, grant, _ = await kit.api("GET", "/v1/me/grants/gr-anna-insurer", token)
+    _, grant, _ = await kit.api("GET", "/v1/me/grants/gr-677f38bc93017473", token)
     assert grant["transfer_count"] == len(named) == POLLS + 3
 
     # The pages say what each item was, in words, and count the polls.
-    page = await (await kit.site.browser.get("/grants/gr-anna-insurer?lang=en")).text()
+    page = await (await kit.site.browser.get("/grants/gr-677f38bc93017473?lang=en")).text()
     assert page.count('data-kind="listing"') == 1
     for words in ("listed your vehicle", f"{POLLS} times that day",
                   "notified that the permission ended", "handed the notice"):  # fmt: skip
@@ -259,7 +259,7 @@ async def test_fifty_polls_of_a_listing_are_one_item_of_the_history(
         "notified of a grant event"
         in await (await kit.site.browser.get(f"/grants/{fleet_clearance(kit)}?lang=en")).text()
     )
-    dutch = await (await kit.site.browser.get("/grants/gr-anna-insurer?lang=nl")).text()
+    dutch = await (await kit.site.browser.get("/grants/gr-677f38bc93017473?lang=nl")).text()
     assert "uw voertuig vermeld in een overzicht" in dutch and f"{POLLS} keer" in dutch
 
 

@@ -122,11 +122,11 @@ async def test_a_vehicles_transfers_follow_whose_data_it_was(kit: Any) -> None:
     dealer_seqs = [t["seq"] for t in copy["transfers"] if t["recipient"]["id"] == "rcp-dealer"]
     assert dealer_seqs == [both, annas]
     assert "rcp-dealer" in {r["id"] for r in copy["recipients"]}
-    former = next(g for g in copy["grants"] if g["id"] == "gr-dealer-countryman")
+    former = next(g for g in copy["grants"] if g["id"] == "gr-d7128454ce8cc11b")
     assert former["rights"]["allowed"] == []  # no longer hers to object to
 
     bram = await kit.token("bram")
-    _, history, _ = await kit.api("GET", "/v1/me/grants/gr-dealer-countryman/transfers", bram)
+    _, history, _ = await kit.api("GET", "/v1/me/grants/gr-d7128454ce8cc11b/transfers", bram)
     assert [t["seq"] for t in history["items"]] == [both, brams]
     _, theirs, _ = await kit.api("GET", "/v1/me/export", bram)
     assert annas not in {t["seq"] for t in theirs["transfers"]}
@@ -179,13 +179,13 @@ async def test_every_copy_handed_out_is_audited_and_never_a_transfer(kit: Any) -
     assert [t["seq"] for t in second["transfers"]] == seqs
     assert first["recipients"] == second["recipients"]
     assert sum(r["transfers"] for r in second["recipients"]) == len(expected)
-    insurer = [e["seq"] for e in expected if "gr-anna-insurer" in e["grant_ids"]]
-    _, history, _ = await kit.api("GET", "/v1/me/grants/gr-anna-insurer/transfers", token)
+    insurer = [e["seq"] for e in expected if "gr-677f38bc93017473" in e["grant_ids"]]
+    _, history, _ = await kit.api("GET", "/v1/me/grants/gr-677f38bc93017473/transfers", token)
     assert [t["seq"] for t in history["items"]] == insurer and history["total"] == 1
     _, overview, _ = await kit.api("GET", "/v1/me/grants", token)
     counts = {g["id"]: g["transfer_count"] for v in overview["vehicles"] for g in v["grants"]}
     assert sum(counts.values()) == sum(len(g["transfers"]) for g in second["grants"]) == 2
-    assert counts["gr-anna-insurer"] == 1
+    assert counts["gr-677f38bc93017473"] == 1
 
     # The log with its new entries still verifies, as `broker audit verify` says.
     ok, lines = audit_command(kit.site.broker, "verify")
@@ -206,8 +206,8 @@ async def test_the_copy_holds_account_contact_vehicles_grants_and_own_telemetry(
     vehicles = {v["vin"]: v for v in copy["vehicles"]}
     assert vehicles[COUNTRYMAN]["until"] == "2026-03-01T12:00:00Z"
     assert vehicles[COOPER]["role"] == "owner"
-    assert {g["id"] for g in copy["grants"]} >= {"gr-anna-insurer", "gr-anna-insurer-sold"}
-    insurer = next(g for g in copy["grants"] if g["id"] == "gr-anna-insurer")
+    assert {g["id"] for g in copy["grants"]} >= {"gr-677f38bc93017473", "gr-884d49b5e7153545"}
+    insurer = next(g for g in copy["grants"] if g["id"] == "gr-677f38bc93017473")
     assert len(insurer["transfers"]) == 1 and insurer["history"]
     assert {p["legal_basis"] for p in copy["purposes"]} == {"6(1)(a)", "6(1)(f)"}
     records = {r["id"]: r for r in copy["telemetry"]["records"]}
@@ -219,6 +219,6 @@ async def test_the_copy_holds_account_contact_vehicles_grants_and_own_telemetry(
     _, theirs, _ = await kit.api("GET", "/v1/me/export", bram)
     assert {r["id"] for r in theirs["telemetry"]["records"]} == {"s-bram"}
     assert theirs["contact"]["name"] == "Bram Jansen"
-    assert "gr-anna-insurer" not in {g["id"] for g in theirs["grants"]}
+    assert "gr-677f38bc93017473" not in {g["id"] for g in theirs["grants"]}
     assert_copy_matches_the_log(kit, theirs, "cus-bram")
     # (bram also drives anna's Cooper: its vehicle-linked releases concern him too)

@@ -26,7 +26,7 @@ async def state_of(kit: Any, grant_id: str) -> str:
 async def test_another_customers_grant_is_not_found_like_one_never_issued(kit: Any) -> None:
     token = await kit.token("carla")
     answers = {}
-    for grant_id in ("gr-anna-insurer", NEVER_ISSUED):
+    for grant_id in ("gr-677f38bc93017473", NEVER_ISSUED):
         for method, path in (
             ("GET", f"/v1/me/grants/{grant_id}"),
             ("GET", f"/v1/me/grants/{grant_id}/transfers"),
@@ -40,7 +40,7 @@ async def test_another_customers_grant_is_not_found_like_one_never_issued(kit: A
             )
     for first, second in answers.values():
         assert first == second  # nothing tells an existing grant from a guessed one
-    assert await state_of(kit, "gr-anna-insurer") == "active"
+    assert await state_of(kit, "gr-677f38bc93017473") == "active"
 
 
 async def test_another_customers_vehicle_cannot_be_switched(kit: Any) -> None:
@@ -60,7 +60,7 @@ async def test_the_pages_answer_404_for_another_customers_grant(kit: Any) -> Non
     site = kit.site
     await log_in(site, "carla", "demo-password-carla")
     pages = {}
-    for grant_id in ("gr-anna-insurer", NEVER_ISSUED):
+    for grant_id in ("gr-677f38bc93017473", NEVER_ISSUED):
         for path in (f"/grants/{grant_id}", f"/grants/{grant_id}/end?action=withdraw"):
             response = await site.browser.get(path, allow_redirects=False)
             assert response.status == 404, path
@@ -73,7 +73,7 @@ async def test_the_pages_answer_404_for_another_customers_grant(kit: Any) -> Non
     home = await site.browser.get("/grants")
     token = hidden_fields(await home.text())["csrf_token"]
     response = await site.browser.post(
-        "/grants/gr-anna-insurer/end",
+        "/grants/gr-677f38bc93017473/end",
         data={"csrf_token": token, "action": "withdraw"},
         allow_redirects=False,
     )
@@ -82,19 +82,19 @@ async def test_the_pages_answer_404_for_another_customers_grant(kit: Any) -> Non
         f"/vehicles/{COOPER}/location", data={"csrf_token": token}, allow_redirects=False
     )
     assert response.status == 404
-    assert await state_of(kit, "gr-anna-insurer") == "active"
+    assert await state_of(kit, "gr-677f38bc93017473") == "active"
 
 
 async def test_a_form_without_its_csrf_token_is_refused(kit: Any) -> None:
     site = kit.site
     await log_in(site, "anna", "demo-password-anna")
-    page = await site.browser.get("/grants/gr-anna-insurer/end?action=withdraw")
+    page = await site.browser.get("/grants/gr-677f38bc93017473/end?action=withdraw")
     assert page.status == 200
     form = hidden_fields(await page.text())
     assert form["action"] == "withdraw" and form["csrf_token"]
     for data in ({"action": "withdraw"}, {"action": "withdraw", "csrf_token": "forged"}):
         response = await site.browser.post(
-            "/grants/gr-anna-insurer/end", data=data, allow_redirects=False
+            "/grants/gr-677f38bc93017473/end", data=data, allow_redirects=False
         )
         assert response.status == 403
     response = await site.browser.post(
@@ -103,28 +103,30 @@ async def test_a_form_without_its_csrf_token_is_refused(kit: Any) -> None:
     assert response.status == 403
     # Another site's page posting with the right token is refused too.
     response = await site.browser.post(
-        "/grants/gr-anna-insurer/end",
+        "/grants/gr-677f38bc93017473/end",
         data=form,
         headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
         allow_redirects=False,
     )
     assert response.status == 403
-    assert await state_of(kit, "gr-anna-insurer") == "active"
+    assert await state_of(kit, "gr-677f38bc93017473") == "active"
     _, vehicles, _ = await kit.api("GET", "/v1/me/vehicles", await kit.token("anna"))
     assert vehicles["vehicles"][0]["location"] == {"collection": True, "sharing": True}
     # With the token, the same form ends the grant.
     await log_in(site, "anna", "demo-password-anna")
-    page = await site.browser.get("/grants/gr-anna-insurer/end?action=withdraw")
+    page = await site.browser.get("/grants/gr-677f38bc93017473/end?action=withdraw")
     response = await site.browser.post(
-        "/grants/gr-anna-insurer/end", data=hidden_fields(await page.text()), allow_redirects=False
+        "/grants/gr-677f38bc93017473/end",
+        data=hidden_fields(await page.text()),
+        allow_redirects=False,
     )
     assert response.status == 303
-    assert re.fullmatch(r"/grants/gr-anna-insurer\?ended=1", response.headers["Location"])
-    assert await state_of(kit, "gr-anna-insurer") == "revoked"
+    assert re.fullmatch(r"/grants/gr-677f38bc93017473\?ended=1", response.headers["Location"])
+    assert await state_of(kit, "gr-677f38bc93017473") == "revoked"
 
 
 async def test_pages_need_a_login(kit: Any) -> None:
-    for path in ("/grants", "/grants/gr-anna-insurer", "/vehicles", "/export"):
+    for path in ("/grants", "/grants/gr-677f38bc93017473", "/vehicles", "/export"):
         response = await kit.site.browser.get(path, allow_redirects=False)
         assert response.status == 303
         assert response.headers["Location"].startswith("/login")

@@ -32,13 +32,13 @@ async def test_the_overview_shows_every_grant_per_vehicle_with_what_the_customer
     assert vehicles[COOPER]["current"] and not vehicles[COUNTRYMAN]["current"]
     grants = grants_by_id(body)
     assert set(grants) == {
-        "gr-anna-insurer",  # her consent
-        "gr-devpartner-cooper",  # legitimate interest, vehicle-linked
-        "gr-maps-cooper",  # legitimate interest, anonymised
-        "gr-anna-insurer-sold",  # her consent on the vehicle she sold: past
+        "gr-677f38bc93017473",  # her consent
+        "gr-47f24d04d1060da9",  # legitimate interest, vehicle-linked
+        "gr-8e6171f0a9406b32",  # legitimate interest, anonymised
+        "gr-884d49b5e7153545",  # her consent on the vehicle she sold: past
     }  # never bram's grants, nor the dealer's on the Countryman now bram's
 
-    insurer = grants["gr-anna-insurer"]
+    insurer = grants["gr-677f38bc93017473"]
     assert insurer["status"] == "active"
     assert insurer["recipient"]["name"] == "Polder Verzekeringen"
     assert insurer["recipient"]["kind"] == "insurer"
@@ -55,13 +55,13 @@ async def test_the_overview_shows_every_grant_per_vehicle_with_what_the_customer
     assert insurer["rights"] == {"allowed": ["withdraw"], "note": "withdraw"}
     assert insurer["purpose"]["description"]["nl"]
 
-    partner = grants["gr-devpartner-cooper"]
+    partner = grants["gr-47f24d04d1060da9"]
     assert partner["protection"] == "pseudonymised"
     assert partner["rights"] == {"allowed": ["object"], "note": "object"}
     india = next(d for d in partner["destinations"] if d["country"] == "IN")
     assert india["mechanism"] == "scc" and india["reference"] == "SCC-DEMO-2025-017"
-    assert grants["gr-anna-insurer-sold"]["status"] == "past"
-    assert grants["gr-anna-insurer-sold"]["rights"]["allowed"] == []
+    assert grants["gr-884d49b5e7153545"]["status"] == "past"
+    assert grants["gr-884d49b5e7153545"]["rights"]["allowed"] == []
 
 
 async def test_legal_obligation_is_shown_without_an_objection_and_the_owner_may_object_to_fleet(
@@ -70,26 +70,28 @@ async def test_legal_obligation_is_shown_without_an_objection_and_the_owner_may_
     token = await kit.token("carla")
     _, body, _ = await kit.api("GET", "/v1/me/grants", token)
     grants = grants_by_id(body)
-    assert grants["gr-obfcm-cooper-c"]["rights"] == {"allowed": [], "note": "legal_obligation"}
-    assert grants["gr-obfcm-cooper-c"]["legal_basis"] == "6(1)(c)"
+    assert grants["gr-9b2496dba961e34e"]["rights"] == {"allowed": [], "note": "legal_obligation"}
+    assert grants["gr-9b2496dba961e34e"]["legal_basis"] == "6(1)(c)"
     # The fleet clearance rests on the operator's legitimate interest: the owner may object.
-    fleet = grants["gr-fleet-clubman"]
+    fleet = grants["gr-81ac3a06b35dc15c"]
     assert fleet["legal_basis"] == "6(1)(f)" and fleet["activation"] == "fleet_clearance"
     assert fleet["rights"] == {"allowed": ["object"], "note": "object"}
-    status, _, _ = await kit.api("POST", "/v1/me/grants/gr-fleet-clubman/withdrawal", token)
+    status, _, _ = await kit.api("POST", "/v1/me/grants/gr-81ac3a06b35dc15c/withdrawal", token)
     assert status == 409  # not consent: nothing to withdraw
-    status, objected, _ = await kit.api("POST", "/v1/me/grants/gr-fleet-clubman/objection", token)
+    status, objected, _ = await kit.api(
+        "POST", "/v1/me/grants/gr-81ac3a06b35dc15c/objection", token
+    )
     assert status == 200 and objected["state"] == "objected"
     assert objected["rights"] == {"allowed": [], "note": "ended"}
-    status, _, _ = await kit.api("POST", "/v1/me/grants/gr-fleet-clubman/objection", token)
+    status, _, _ = await kit.api("POST", "/v1/me/grants/gr-81ac3a06b35dc15c/objection", token)
     assert status == 409
-    status, problem, _ = await kit.api("POST", "/v1/me/grants/gr-obfcm-cooper-c/objection", token)
+    status, problem, _ = await kit.api("POST", "/v1/me/grants/gr-9b2496dba961e34e/objection", token)
     assert status == 409
     assert problem["type"].endswith(":transition_refused")
     assert "legal obligation" in problem["detail"]
-    status, _, _ = await kit.api("POST", "/v1/me/grants/gr-obfcm-cooper-c/withdrawal", token)
+    status, _, _ = await kit.api("POST", "/v1/me/grants/gr-9b2496dba961e34e/withdrawal", token)
     assert status == 409
-    _, again, _ = await kit.api("GET", "/v1/me/grants/gr-obfcm-cooper-c", token)
+    _, again, _ = await kit.api("GET", "/v1/me/grants/gr-9b2496dba961e34e", token)
     assert again["state"] == "active"
 
 
@@ -138,9 +140,9 @@ async def test_withdrawal_ends_the_grant_on_every_channel_at_once(kit: Any) -> N
 
 async def test_objection_ends_a_legitimate_interest_grant(kit: Any) -> None:
     token = await kit.token("anna")
-    status, body, _ = await kit.api("POST", "/v1/me/grants/gr-devpartner-cooper/withdrawal", token)
+    status, body, _ = await kit.api("POST", "/v1/me/grants/gr-47f24d04d1060da9/withdrawal", token)
     assert status == 409  # legitimate interest: objection, not withdrawal
-    status, body, _ = await kit.api("POST", "/v1/me/grants/gr-devpartner-cooper/objection", token)
+    status, body, _ = await kit.api("POST", "/v1/me/grants/gr-47f24d04d1060da9/objection", token)
     assert status == 200, body
     assert body["state"] == "objected"
     outcome = await kit.release(
@@ -157,9 +159,9 @@ async def test_a_secondary_driver_cannot_object_for_the_owner(kit: Any) -> None:
     token = await kit.token("bram")  # drives anna's Cooper
     _, body, _ = await kit.api("GET", "/v1/me/grants", token)
     grants = grants_by_id(body)
-    assert grants["gr-devpartner-cooper"]["rights"] == {"allowed": [], "note": "owner_only"}
-    assert "gr-anna-insurer" not in grants  # anna's own consent is hers alone
-    status, _, _ = await kit.api("POST", "/v1/me/grants/gr-devpartner-cooper/objection", token)
+    assert grants["gr-47f24d04d1060da9"]["rights"] == {"allowed": [], "note": "owner_only"}
+    assert "gr-677f38bc93017473" not in grants  # anna's own consent is hers alone
+    status, _, _ = await kit.api("POST", "/v1/me/grants/gr-47f24d04d1060da9/objection", token)
     assert status == 409
 
 
@@ -180,7 +182,7 @@ async def test_transfers_come_from_the_audit_log_newest_first_a_page_at_a_time(
         kit.site.clock.advance(timedelta(minutes=1))
     token = await kit.token("anna")
     status, page1, _ = await kit.api(
-        "GET", "/v1/me/grants/gr-anna-insurer/transfers?per_page=2", token
+        "GET", "/v1/me/grants/gr-677f38bc93017473/transfers?per_page=2", token
     )
     assert status == 200, page1
     assert (page1["total"], page1["pages"], page1["page"]) == (3, 2, 1)
@@ -191,19 +193,19 @@ async def test_transfers_come_from_the_audit_log_newest_first_a_page_at_a_time(
     assert first["destination_countries"] == ["NL"] and first["transfer_mechanisms"] == ["eea"]
     assert first["recipient"] == {"id": "rcp-insurer", "name": "Polder Verzekeringen"}
     _, page2, _ = await kit.api(
-        "GET", "/v1/me/grants/gr-anna-insurer/transfers?per_page=2&page=2", token
+        "GET", "/v1/me/grants/gr-677f38bc93017473/transfers?per_page=2&page=2", token
     )
     assert [t["seq"] for t in page2["items"]] == [releases[0].audit_seq]
-    _, grant, _ = await kit.api("GET", "/v1/me/grants/gr-anna-insurer", token)
+    _, grant, _ = await kit.api("GET", "/v1/me/grants/gr-677f38bc93017473", token)
     assert grant["transfer_count"] == 3
     assert grant["last_transfer"] == first["at"]
     for page in ("zero", "0", "%C2%B2"):  # "²" is a digit to str.isdigit, not to int()
-        path = f"/v1/me/grants/gr-anna-insurer/transfers?page={page}"
+        path = f"/v1/me/grants/gr-677f38bc93017473/transfers?page={page}"
         status, _, _ = await kit.api("GET", path, token)
         assert status == 400, page
     # The page's transfer table names the safeguard in words, not as a code.
     await log_in(kit.site, "anna")
-    html = await (await kit.site.browser.get("/grants/gr-anna-insurer?lang=en")).text()
+    html = await (await kit.site.browser.get("/grants/gr-677f38bc93017473?lang=en")).text()
     table = html.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
     assert table.count("within the European Economic Area") == 3  # one per transfer
     assert "eea" not in table
@@ -212,12 +214,14 @@ async def test_transfers_come_from_the_audit_log_newest_first_a_page_at_a_time(
 async def test_each_operation_needs_its_scope(kit: Any) -> None:
     token = await kit.token("anna", "grants:read")
     assert (await kit.api("GET", "/v1/me/grants", token))[0] == 200
-    status, _, response = await kit.api("POST", "/v1/me/grants/gr-anna-insurer/withdrawal", token)
+    status, _, response = await kit.api(
+        "POST", "/v1/me/grants/gr-677f38bc93017473/withdrawal", token
+    )
     assert status == 403
     assert "insufficient_scope" in response.headers.get("WWW-Authenticate", "")
     assert (await kit.api("GET", "/v1/me/export", token))[0] == 403
     body = {"collection": False, "sharing": False}
     assert (await kit.api("PUT", f"/v1/me/vehicles/{COOPER}/location", token, json=body))[0] == 403
-    _, again, _ = await kit.api("GET", "/v1/me/grants/gr-anna-insurer", token)
+    _, again, _ = await kit.api("GET", "/v1/me/grants/gr-677f38bc93017473", token)
     assert again["state"] == "active"
     assert (await kit.api("GET", "/v1/me/grants", "not-a-token"))[0] == 401

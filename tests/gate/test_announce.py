@@ -59,7 +59,7 @@ def amend_fleet_contract(world: World, change: Any) -> None:
     world.db.run_sync(lambda s: contract_store.add(s, contract, at=NOW), write=True)
 
 
-def created(vin: str = CLUBMAN, grant: str = "gr-fleet-clubman") -> EventRequest:
+def created(vin: str = CLUBMAN, grant: str = "gr-81ac3a06b35dc15c") -> EventRequest:
     return EventRequest(FLEET, GRANT_CREATED, vin=vin, grant_id=grant, contract_id="fleet-operator")
 
 
@@ -80,20 +80,20 @@ async def test_an_event_is_one_entry_with_the_digest_of_exactly_its_data(world: 
         assert isinstance(announced, Announcement), announced
         assert announced.data == {
             "event": request.event,
-            "grant": "gr-fleet-clubman",
+            "grant": "gr-81ac3a06b35dc15c",
             "contract": "fleet-operator",
             "vehicle": CLUBMAN,  # the fleet contract identifies vehicles by VIN
         }
         found = entry(world, announced.audit_seq)
         assert (found.kind, found.decision, found.subject_ref) == (
-            "event", "released", "gr-fleet-clubman",
+            "event", "released", "gr-81ac3a06b35dc15c",
         )  # fmt: skip
         assert found.payload_digest == document_digest(announced.data)
-        assert found.grant_ids == ("gr-fleet-clubman",) and found.legal_basis == "6(1)(f)"
+        assert found.grant_ids == ("gr-81ac3a06b35dc15c",) and found.legal_basis == "6(1)(f)"
         assert found.destination_countries == ("CH", "NL") and found.transfer_mechanisms
         assert verify_announcement(announced) is announced
     with pytest.raises(ForgedRelease):
-        verify_announcement(replace(announced, data={"grant": "gr-fleet-clubman"}))
+        verify_announcement(replace(announced, data={"grant": "gr-81ac3a06b35dc15c"}))
     announced.data["vehicle"] = COOPER
     with pytest.raises(ForgedRelease):
         verify_announcement(announced)
@@ -104,7 +104,9 @@ async def test_a_suspended_recipient_hears_of_no_new_grant(world: World) -> None
     refused = await world.gate.announce(created())
     assert isinstance(refused, Denial) and refused.codes == ("recipient_suspended",)
     denial = entry(world, refused.audit_seq)
-    assert denial.subject_ref == "gr-fleet-clubman" and denial.grant_ids == ("gr-fleet-clubman",)
+    assert denial.subject_ref == "gr-81ac3a06b35dc15c" and denial.grant_ids == (
+        "gr-81ac3a06b35dc15c",
+    )
 
 
 async def test_a_refused_destination_country_hears_of_no_new_grant(world: World) -> None:
@@ -148,22 +150,22 @@ async def test_the_end_of_a_grant_reaches_a_suspended_recipient_and_records_the_
 ) -> None:
     world.db.run_sync(
         lambda s: world.grants.transition(
-            s, "gr-fleet-clubman", GrantAction.TERMINATE, at=NOW, reason="test"
+            s, "gr-81ac3a06b35dc15c", GrantAction.TERMINATE, at=NOW, reason="test"
         ),
         write=True,
     )
     [issued] = [
-        e for e in entries(world) if e.kind == "notice" and e.subject_ref == "gr-fleet-clubman"
+        e for e in entries(world) if e.kind == "notice" and e.subject_ref == "gr-81ac3a06b35dc15c"
     ]
     assert issued.destination_countries == ("CH", "NL") and issued.transfer_mechanisms
     assert issued.details["transfer"] == "allowed" and issued.legal_basis == "6(1)(f)"
 
     set_recipient(world, status="suspended", processing_countries=["NL", "US"])
-    request = EventRequest(FLEET, GRANT_ENDED, vin=CLUBMAN, grant_id="gr-fleet-clubman")
+    request = EventRequest(FLEET, GRANT_ENDED, vin=CLUBMAN, grant_id="gr-81ac3a06b35dc15c")
     announced = await world.gate.announce(request)
     assert isinstance(announced, Announcement), announced
     assert announced.data["vehicle"] == CLUBMAN and announced.data["erase"] is True
-    assert announced.data["grant"] == "gr-fleet-clubman"
+    assert announced.data["grant"] == "gr-81ac3a06b35dc15c"
     found = entry(world, announced.audit_seq)
     assert found.decision == "released" and found.payload_digest == document_digest(announced.data)
     assert found.destination_countries == ("CH", "NL", "US")
@@ -172,7 +174,7 @@ async def test_the_end_of_a_grant_reaches_a_suspended_recipient_and_records_the_
 
     left = await world.gate.announce(EventRequest(FLEET, FLEET_LEFT, vin=CLUBMAN))
     assert isinstance(left, Announcement)  # names the clearance that ended, as the notice did
-    assert left.data["grant"] == "gr-fleet-clubman" and left.data["vehicle"] == CLUBMAN
+    assert left.data["grant"] == "gr-81ac3a06b35dc15c" and left.data["vehicle"] == CLUBMAN
 
 
 async def test_leaving_a_fleet_without_ever_a_grant_is_not_announced(world: World) -> None:

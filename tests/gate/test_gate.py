@@ -68,7 +68,7 @@ async def test_a_covered_request_is_released_minimised_and_audited(world: World)
     assert entry.decision == "released"
     assert entry.record_count == 30
     assert entry.payload_digest == outcome.payload.digest()
-    assert entry.grant_ids == ("gr-anna-insurer",)
+    assert entry.grant_ids == ("gr-677f38bc93017473",)
     assert entry.destination_countries == ("NL",)
     assert entry.transfer_mechanisms == ("eea",)
     assert entry.legal_basis == "6(1)(a)"
@@ -103,7 +103,7 @@ async def test_a_revoked_grant_releases_nothing_and_says_why(world: World) -> No
     world.ended.clear()  # what ended while the seed loaded
     world.db.run_sync(
         lambda s: world.grants.transition(
-            s, "gr-anna-insurer", GrantAction.WITHDRAW, at=NOW, reason="customer withdrew"
+            s, "gr-677f38bc93017473", GrantAction.WITHDRAW, at=NOW, reason="customer withdrew"
         ),
         write=True,
     )
@@ -115,12 +115,12 @@ async def test_a_revoked_grant_releases_nothing_and_says_why(world: World) -> No
     assert entry.record_count == 0
     assert entry.payload_digest == ""
     # The listeners ran with the revocation, and the recipient got its notice.
-    assert [e.grant.id for e in world.ended] == ["gr-anna-insurer"]
+    assert [e.grant.id for e in world.ended] == ["gr-677f38bc93017473"]
     notices = world.db.run_sync(
         lambda s: s.exec(select(NoticeRow).where(NoticeRow.recipient_id == "rcp-insurer")).all()
     )
     assert [(n.recipient_id, n.grant_id, n.vehicle_ref) for n in notices] == [
-        ("rcp-insurer", "gr-anna-insurer", COOPER)
+        ("rcp-insurer", "gr-677f38bc93017473", COOPER)
     ]
     notice_entry = audit_entry(world, notices[0].audit_seq)
     assert notice_entry.kind == "notice"

@@ -37,7 +37,7 @@ async def test_no_release_after_the_revocation_committed(world: World) -> None:
 
     def revoke(session: Session) -> int:
         world.grants.transition(
-            session, "gr-anna-insurer", GrantAction.WITHDRAW, at=NOW, reason="withdrawn"
+            session, "gr-677f38bc93017473", GrantAction.WITHDRAW, at=NOW, reason="withdrawn"
         )
         return audit_store.size(session)  # the revocation's own entries end here
 

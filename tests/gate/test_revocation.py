@@ -26,10 +26,10 @@ async def test_every_listener_runs_when_a_grant_ends(world: World) -> None:
     world.grants.listeners.register("webhooks", lambda _s, e: seen.append(f"drop {e.grant.id}"))
 
     def end(session: Session) -> None:
-        world.grants.transition(session, "gr-anna-insurer", GrantAction.WITHDRAW, at=NOW)
+        world.grants.transition(session, "gr-677f38bc93017473", GrantAction.WITHDRAW, at=NOW)
 
     world.db.run_sync(end, write=True)
-    assert seen == ["drop gr-anna-insurer"]
+    assert seen == ["drop gr-677f38bc93017473"]
     assert [e.previous_state for e in world.ended] == [GrantState.ACTIVE]
 
 
@@ -40,15 +40,15 @@ async def test_a_failing_listener_undoes_the_whole_revocation(world: World) -> N
     world.grants.listeners.register("tokens", broken)
 
     def end(session: Session) -> None:
-        world.grants.transition(session, "gr-anna-insurer", GrantAction.WITHDRAW, at=NOW)
+        world.grants.transition(session, "gr-677f38bc93017473", GrantAction.WITHDRAW, at=NOW)
 
     with pytest.raises(RuntimeError):
         world.db.run_sync(end, write=True)
-    grant = world.db.run_sync(lambda s: grant_store.get(s, "gr-anna-insurer"))
+    grant = world.db.run_sync(lambda s: grant_store.get(s, "gr-677f38bc93017473"))
     assert grant is not None
     assert grant.state is GrantState.ACTIVE  # not half-revoked
     notices = world.db.run_sync(lambda s: s.exec(select(NoticeRow)).all())
-    assert [n for n in notices if n.grant_id == "gr-anna-insurer"] == []
+    assert [n for n in notices if n.grant_id == "gr-677f38bc93017473"] == []
 
 
 async def test_a_change_of_owner_sends_the_notice(world: World) -> None:
@@ -65,5 +65,5 @@ async def test_a_change_of_owner_sends_the_notice(world: World) -> None:
         for n in world.db.run_sync(lambda s: s.exec(select(NoticeRow)).all())
         if n.id not in seeded
     ]
-    assert {n.grant_id for n in notices} == {"gr-anna-insurer"}
+    assert {n.grant_id for n in notices} == {"gr-677f38bc93017473"}
     assert notices[0].kind == "grant_ended"

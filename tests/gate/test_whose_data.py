@@ -30,15 +30,15 @@ async def test_a_pull_of_no_covered_category_names_the_grant(world: World) -> No
     outcome = await world.gate.release(insurer({"vehicle.sensor"}))  # not in the contract
     assert isinstance(outcome, Denial)
     found = entry(world, outcome.audit_seq)
-    assert found.grant_ids == ("gr-anna-insurer",)
-    assert found.subject_ref == "gr-anna-insurer"
+    assert found.grant_ids == ("gr-677f38bc93017473",)
+    assert found.subject_ref == "gr-677f38bc93017473"
 
 
 async def test_a_pull_with_zero_categories_names_the_grant(world: World) -> None:
     outcome = await world.gate.release(insurer(set()))
     found = entry(world, outcome.audit_seq)
-    assert found.grant_ids == ("gr-anna-insurer",)
-    assert found.subject_ref == "gr-anna-insurer"
+    assert found.grant_ids == ("gr-677f38bc93017473",)
+    assert found.subject_ref == "gr-677f38bc93017473"
 
 
 async def test_a_refusal_before_any_grant_names_the_grants_concerned(world: World) -> None:
@@ -47,8 +47,8 @@ async def test_a_refusal_before_any_grant_names_the_grants_concerned(world: Worl
     outcome = await world.gate.release(insurer({"vehicle.status"}))
     assert isinstance(outcome, Denial)
     found = entry(world, outcome.audit_seq)
-    assert found.grant_ids == ("gr-anna-insurer",)
-    assert found.subject_ref == "gr-anna-insurer"
+    assert found.grant_ids == ("gr-677f38bc93017473",)
+    assert found.subject_ref == "gr-677f38bc93017473"
 
 
 async def test_a_vehicle_without_a_grant_is_named_by_its_audit_reference(world: World) -> None:
@@ -69,5 +69,5 @@ async def test_a_refused_channel_names_the_grant(world: World) -> None:
     outcome = await world.gate.release(request)
     assert isinstance(outcome, Denial)  # the channel is not the contract's
     found = entry(world, outcome.audit_seq)
-    assert found.subject_ref == "gr-maps-cooper"
-    assert found.grant_ids == ("gr-maps-cooper",)
+    assert found.subject_ref == "gr-8e6171f0a9406b32"
+    assert found.grant_ids == ("gr-8e6171f0a9406b32",)

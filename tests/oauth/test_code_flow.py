@@ -45,7 +45,9 @@ async def test_the_code_flow_with_authlibs_client(site: Site) -> None:
         grants = (await (await site.browser.get("/v1/recipient/grants", headers=headers)).json())[
             "grants"
         ]
-        assert len(grants) == 1 and grants[0]["grant"] != "gr-anna-insurer"  # the new grant only
+        assert (
+            len(grants) == 1 and grants[0]["grant"] != "gr-677f38bc93017473"
+        )  # the new grant only
         assert {"vehicle.status", "vehicle.position"} <= set(grants[0]["categories"])
         assert "vehicle.position:read" in token["scope"].split()
 
@@ -190,7 +192,7 @@ async def test_the_token_answer_names_only_the_new_grant_and_a_per_recipient_sub
         )
     claims = jwt.decode(token["access_token"], options={"verify_signature": False})
     [granted] = claims["grants"]
-    assert granted != "gr-anna-insurer"  # not the grant anna had given before
+    assert granted != "gr-677f38bc93017473"  # not the grant anna had given before
     keyring = site.broker.keyring
     assert claims["sub"] == customer_subject(keyring, "rcp-insurer", "cus-anna")
     assert claims["sub"] != customer_subject(keyring, "rcp-dealer", "cus-anna")

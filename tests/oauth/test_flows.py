@@ -74,7 +74,7 @@ async def test_client_credentials_with_authlibs_client(app: App) -> None:
     )
     assert response.status == 200
     grants = (await response.json())["grants"]
-    assert [g["grant"] for g in grants] == ["gr-anna-insurer"]  # the insurer's active grant
+    assert [g["grant"] for g in grants] == ["gr-677f38bc93017473"]  # the insurer's active grant
 
 
 async def test_a_wrong_client_secret_is_refused(app: App) -> None:
@@ -199,10 +199,10 @@ async def test_ending_a_grant_stops_its_tokens_at_once(app: App) -> None:
     before = await (
         await app.client.get("/v1/recipient/grants", headers={"Authorization": token})
     ).json()
-    assert [g["grant"] for g in before["grants"]] == ["gr-anna-insurer"]
+    assert [g["grant"] for g in before["grants"]] == ["gr-677f38bc93017473"]
     app.broker.database.run_sync(
         lambda s: app.broker.grants.transition(
-            s, "gr-anna-insurer", GrantAction.WITHDRAW, at=NOW + timedelta(seconds=1)
+            s, "gr-677f38bc93017473", GrantAction.WITHDRAW, at=NOW + timedelta(seconds=1)
         ),
         write=True,
     )

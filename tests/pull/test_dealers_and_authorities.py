@@ -68,7 +68,7 @@ async def test_a_dealer_pulls_technical_data_for_a_vin_it_supplies(site: Site) -
     # The customer objects (legitimate interest): the next pull is refused.
     site.broker.database.run_sync(
         lambda s: site.broker.grants.transition(
-            s, "gr-dealer-countryman", GrantAction.OBJECT, at=site.clock.now(), reason="objection"
+            s, "gr-d7128454ce8cc11b", GrantAction.OBJECT, at=site.clock.now(), reason="objection"
         ),
         write=True,
     )
@@ -143,7 +143,7 @@ async def test_the_obfcm_export_skips_owners_who_refused_it(site: Site) -> None:
     # The owner refuses the read-out at the workshop: the next period's export skips the car.
     site.broker.database.run_sync(
         lambda s: site.broker.grants.transition(
-            s, "gr-obfcm-cooper-c", GrantAction.REFUSE, at=site.clock.now(), reason="workshop"
+            s, "gr-9b2496dba961e34e", GrantAction.REFUSE, at=site.clock.now(), reason="workshop"
         ),
         write=True,
     )

@@ -48,7 +48,7 @@ async def test_each_page_naming_a_notice_is_one_audit_entry(app: App) -> None:
     broker = app.broker
     broker.database.run_sync(
         lambda s: broker.grants.transition(
-            s, "gr-anna-insurer", GrantAction.WITHDRAW, at=broker.clock.now(), reason="t"
+            s, "gr-677f38bc93017473", GrantAction.WITHDRAW, at=broker.clock.now(), reason="t"
         ),
         write=True,
     )
@@ -62,11 +62,13 @@ async def test_each_page_naming_a_notice_is_one_audit_entry(app: App) -> None:
     before = len(entries(app, "notice_feed"))
     first = await feed(app, token, limit="1")
     [notice] = first["notices"]
-    assert notice["grant"] == "gr-anna-insurer" and notice["vehicle"] == COOPER
+    assert notice["grant"] == "gr-677f38bc93017473" and notice["vehicle"] == COOPER
     [entry] = entries(app, "notice_feed")[before:]
     assert first["release"] == {"audit_seq": entry.seq, "digest": entry.payload_digest}
     assert entry.payload_digest == document_digest(first["notices"])
-    assert entry.grant_ids == ("gr-anna-insurer",) and entry.subject_ref == "gr-anna-insurer"
+    assert (
+        entry.grant_ids == ("gr-677f38bc93017473",) and entry.subject_ref == "gr-677f38bc93017473"
+    )
     assert entry.channel == "pull" and entry.legal_basis == "6(1)(a)"
     assert entry.destination_countries == ("NL", "US")
     assert entry.details["transfer"] == "not_allowed" and entry.details["recipient"] == "suspended"
@@ -80,7 +82,7 @@ async def test_each_page_naming_a_notice_is_one_audit_entry(app: App) -> None:
     )
     answered = await ack.json()
     assert ack.status == 200
-    [acked] = [e for e in entries(app, "notice_ack") if e.subject_ref == "gr-anna-insurer"]
+    [acked] = [e for e in entries(app, "notice_ack") if e.subject_ref == "gr-677f38bc93017473"]
     assert acked.payload_digest == document_digest(answered)
     empty = await feed(app, token)
     assert empty["notices"] == [] and "release" not in empty  # names no one: not audited

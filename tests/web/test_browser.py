@@ -449,12 +449,12 @@ def _scenario(chromium: Any, served: Served, hooks: Hooks, tmp_path: Path, backe
     )  # fmt: skip
     assert stored == ["stored", "stored"]
     page.goto(f"{served.base}/grants")
-    fleet = page.locator("#grant-gr-fleet-clubman")
+    fleet = page.locator("#grant-gr-81ac3a06b35dc15c")
     fleet.get_by_role("button", name="Object to the processing by Lage Landen Lease").click()
-    page.wait_for_url("**/grants/gr-fleet-clubman/end?action=object")
+    page.wait_for_url("**/grants/gr-81ac3a06b35dc15c/end?action=object")
     shoot(page, f"{backend}-confirm-object-en-desktop")
     page.get_by_role("button", name="Yes, object now").click()
-    page.wait_for_url("**/grants/gr-fleet-clubman?ended=1")
+    page.wait_for_url("**/grants/gr-81ac3a06b35dc15c?ended=1")
     shoot(page, f"{backend}-objected-en-desktop")
 
     # The fleet's queued Clubman webhook is not sent; the grant's end is (after it, in the
@@ -463,7 +463,7 @@ def _scenario(chromium: Any, served: Served, hooks: Hooks, tmp_path: Path, backe
 
     def ended(ms: list[dict[str, Any]]) -> bool:
         types = {(m["type"], m["data"].get("grant")) for m in ms[seen:]}
-        return ("grant.ended", "gr-fleet-clubman") in types and 4000 in mileages(ms, ACEMAN)
+        return ("grant.ended", "gr-81ac3a06b35dc15c") in types and 4000 in mileages(ms, ACEMAN)
 
     delivered = deliver_until(served, hooks, ended, worker_log)
     assert mileages(delivered, CLUBMAN) == [1000]  # 3000 was queued, never sent
@@ -505,8 +505,8 @@ def test_every_page_on_a_desktop_and_a_phone_in_both_languages(
         assert focused == ["skip-link", "solid"]
         for language in ("nl", "en"):
             for name, path in (("home", "/"), ("grants", "/grants"),
-                               ("grant", "/grants/gr-anna-insurer"),
-                               ("confirm", "/grants/gr-anna-insurer/end?action=withdraw"),
+                               ("grant", "/grants/gr-677f38bc93017473"),
+                               ("confirm", "/grants/gr-677f38bc93017473/end?action=withdraw"),
                                ("vehicles", "/vehicles")):  # fmt: skip
                 page.goto(f"{served.base}{path}{'&' if '?' in path else '?'}lang={language}")
                 assert page.locator("html").get_attribute("lang") == language

@@ -13,7 +13,8 @@ from broker.http.middleware import HTML_CSP
 from broker.http.openapi import API_DESCRIPTION
 from broker.store.tables import GrantRow, VehicleRow
 
-PAGES = ("/", "/grants", "/grants/gr-anna-insurer", "/grants/gr-anna-insurer/end?action=withdraw",
+ANNA_INSURER = "gr-677f38bc93017473"
+PAGES = ("/", "/grants", f"/grants/{ANNA_INSURER}", f"/grants/{ANNA_INSURER}/end?action=withdraw",
          "/vehicles")  # fmt: skip
 
 
@@ -49,18 +50,18 @@ async def test_legal_obligation_is_shown_with_no_right_to_object(browser: Any) -
 async def test_revoking_takes_a_confirmation_then_one_click(web_app: Any, browser: Any) -> None:
     await browser.login("anna", "demo-password-anna")
     overview = await (await browser.get("/grants?lang=en")).text()
-    assert 'action="/grants/gr-anna-insurer/end"' in overview
-    confirm = await browser.get("/grants/gr-anna-insurer/end?action=withdraw")
+    assert 'action="/grants/gr-677f38bc93017473/end"' in overview
+    confirm = await browser.get("/grants/gr-677f38bc93017473/end?action=withdraw")
     html = await confirm.text()
     assert confirm.status == 200
     assert "Withdraw the permission for Polder Verzekeringen?" in html
-    assert grant_state(web_app, "gr-anna-insurer") == "active"  # showing it changes nothing
-    token = browser.csrf_token_in(html, "/grants/gr-anna-insurer/end")
+    assert grant_state(web_app, "gr-677f38bc93017473") == "active"  # showing it changes nothing
+    token = browser.csrf_token_in(html, "/grants/gr-677f38bc93017473/end")
     done = await browser.post(
-        "/grants/gr-anna-insurer/end", {"csrf_token": token, "action": "withdraw"}
+        "/grants/gr-677f38bc93017473/end", {"csrf_token": token, "action": "withdraw"}
     )
     assert done.status == 303
-    assert grant_state(web_app, "gr-anna-insurer") == "revoked"
+    assert grant_state(web_app, "gr-677f38bc93017473") == "revoked"
     page = await (await browser.get(done.headers["Location"])).text()
     assert 'role="status"' in page and "ended on every channel" in page
     assert "Withdraw</button>" not in page
@@ -68,7 +69,7 @@ async def test_revoking_takes_a_confirmation_then_one_click(web_app: Any, browse
 
 async def test_a_grant_the_customer_cannot_end_has_no_confirmation(browser: Any) -> None:
     await browser.login("carla", "demo-password-carla")
-    response = await browser.get("/grants/gr-obfcm-cooper-c/end?action=object")
+    response = await browser.get("/grants/gr-9b2496dba961e34e/end?action=object")
     assert response.status == 409
 
 
@@ -143,15 +144,15 @@ async def test_a_browsers_null_origin_is_judged_by_sec_fetch_site(
 ) -> None:
     # The pages send "Referrer-Policy: no-referrer", so real browsers post "Origin: null".
     await browser.login("anna", "demo-password-anna")
-    html = await (await browser.get("/grants/gr-anna-insurer/end?action=withdraw")).text()
-    form = {"csrf_token": browser.csrf_token_in(html, "/grants/gr-anna-insurer/end"),
+    html = await (await browser.get("/grants/gr-677f38bc93017473/end?action=withdraw")).text()
+    form = {"csrf_token": browser.csrf_token_in(html, "/grants/gr-677f38bc93017473/end"),
             "action": "withdraw"}  # fmt: skip
     for fetch_site in ("cross-site", None):
         headers = {"Origin": "null"} | ({"Sec-Fetch-Site": fetch_site} if fetch_site else {})
-        refused = await browser.post("/grants/gr-anna-insurer/end", form, headers=headers)
+        refused = await browser.post("/grants/gr-677f38bc93017473/end", form, headers=headers)
         assert refused.status == 403, fetch_site
-    assert grant_state(web_app, "gr-anna-insurer") == "active"
+    assert grant_state(web_app, "gr-677f38bc93017473") == "active"
     headers = {"Origin": "null", "Sec-Fetch-Site": "same-origin"}
-    accepted = await browser.post("/grants/gr-anna-insurer/end", form, headers=headers)
+    accepted = await browser.post("/grants/gr-677f38bc93017473/end", form, headers=headers)
     assert accepted.status == 303
-    assert grant_state(web_app, "gr-anna-insurer") == "revoked"
+    assert grant_state(web_app, "gr-677f38bc93017473") == "revoked"

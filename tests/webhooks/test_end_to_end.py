@@ -82,14 +82,14 @@ async def test_ending_the_grant_drops_queued_data_and_sends_the_notice(
 
     await broker.database.write(
         lambda s: broker.grants.transition(
-            s, "gr-fleet-clubman", GrantAction.TERMINATE, at=broker.clock.now(), reason="test"
+            s, "gr-81ac3a06b35dc15c", GrantAction.TERMINATE, at=broker.clock.now(), reason="test"
         )
     )
     await worker.drain()
     hook = standardwebhooks.Webhook(sub["secret"])
     sent = [hook.verify(body, headers) for body, headers in receiver.received[1:]]
     assert [m["type"] for m in sent] == ["grant.ended"]
-    assert sent[0]["data"]["grant"] == "gr-fleet-clubman" and sent[0]["data"]["erase"] is True
+    assert sent[0]["data"]["grant"] == "gr-81ac3a06b35dc15c" and sent[0]["data"]["erase"] is True
     from broker.store import webhooks as store
 
     rows = await broker.database.read(lambda s: store.messages(s, subscription_id=sub["id"]))

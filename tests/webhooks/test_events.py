@@ -90,7 +90,7 @@ async def test_every_sent_event_matches_exactly_one_audit_entry_by_digest(
     broker = app.broker
     broker.database.run_sync(
         lambda s: broker.grants.transition(
-            s, "gr-fleet-clubman", GrantAction.TERMINATE, at=broker.clock.now(), reason="t"
+            s, "gr-81ac3a06b35dc15c", GrantAction.TERMINATE, at=broker.clock.now(), reason="t"
         ),
         write=True,
     )
@@ -154,14 +154,14 @@ async def test_the_end_of_a_grant_reaches_a_suspended_recipient(
     broker = app.broker
     broker.database.run_sync(
         lambda s: broker.grants.transition(
-            s, "gr-fleet-clubman", GrantAction.TERMINATE, at=broker.clock.now(), reason="t"
+            s, "gr-81ac3a06b35dc15c", GrantAction.TERMINATE, at=broker.clock.now(), reason="t"
         ),
         write=True,
     )
     await worker.drain()
     [ended] = sent(receiver, sub["secret"])
     assert ended["type"] == "grant.ended" and ended["data"]["erase"] is True
-    assert ended["data"]["vehicle"] == CLUBMAN and ended["data"]["grant"] == "gr-fleet-clubman"
+    assert ended["data"]["vehicle"] == CLUBMAN and ended["data"]["grant"] == "gr-81ac3a06b35dc15c"
     found = next(e for e in entries(app) if e.seq == ended["data"]["audit_seq"])
     assert found.destination_countries == ("CH", "NL", "US")
     assert found.details["transfer"] == "not_allowed" and found.details["recipient"] == "suspended"

@@ -358,7 +358,7 @@ async def test_a_worker_killed_with_sigkill_loses_nothing(
             "category": "vehicle.status",
             "since": now - timedelta(minutes=60 - n % 50),
             "until": now - timedelta(minutes=60 - n % 50) + timedelta(microseconds=1),
-            "grant_id": "gr-fleet-clubman",
+            "grant_id": "gr-81ac3a06b35dc15c",
         }
         for n in range(500)
     ]
@@ -427,7 +427,7 @@ async def test_a_worker_killed_with_sigkill_loses_nothing(
         entry = releases.get(row.audit_seq)
         assert entry is not None, (row.id, about)
         assert entry.decision == "released" and entry.categories == ("vehicle.status",)
-        assert entry.grant_ids == ("gr-fleet-clubman",) and entry.record_count == 1
+        assert entry.grant_ids == ("gr-81ac3a06b35dc15c",) and entry.record_count == 1
     last: dict[str, Delivery] = {}
     for delivery in recorder.deliveries:
         if delivery.payload["type"] == "data.vehicle.status":
