@@ -239,6 +239,7 @@ def _grant_errors(
     vins: set[Any],
 ) -> Iterator[DocumentError]:
     yield from _period_errors(grant, path, "valid_from", "valid_until")
+    yield from _telling_id(doc, path, grant)
     if grant.get("vin") not in vins:
         yield _unknown([*path, "vin"], "vehicle")
     customer = grant.get("customer")
@@ -267,6 +268,25 @@ def _grant_errors(
     ):
         yield DocumentError(
             json_path([*path, "vin"]), f"is not in a fleet of {contract.recipient} at valid_from"
+        )
+
+
+def _telling_id(
+    doc: Mapping[str, Any], path: list[str | int], grant: Mapping[str, Any]
+) -> Iterator[DocumentError]:
+    """A grant id goes to recipients (listings, events, notices): it must name no customer
+    and no vehicle, whoever's grant it is."""
+    grant_id = str(grant.get("id", "")).lower()
+    names = {str(v.get("vin", "")).lower() for _, v in _objects(doc, "vehicles")}
+    for _, customer in _objects(doc, "customers"):
+        names |= {str(customer.get("login", "")).lower(),
+                  str(customer.get("id", "")).lower().removeprefix("cus-")}  # fmt: skip
+    told = sorted(n for n in names if len(n) >= 3 and n in grant_id)
+    if told:
+        yield DocumentError(
+            json_path([*path, "id"]),
+            f"names {told[0]!r}: a grant id reaches recipients, so it must be opaque "
+            "(for example gr- and 16 hex digits)",
         )
 
 

@@ -315,3 +315,14 @@ def test_load_seed_raises_with_every_error(
     assert "$.grants[0].customer" in paths
     assert "$.customers[0].password" in paths
     assert len(raised.value.errors) > 3
+
+
+@pytest.mark.parametrize(
+    "telling", ["gr-anna-insurer", "gr-insurer-cus-bram", "gr-wmwxr31002ta10001"]
+)
+def test_a_grant_id_that_names_a_customer_or_vehicle_is_refused(
+    demo: Doc, library: DocumentLibrary, telling: str
+) -> None:
+    demo["grants"][0]["id"] = telling
+    [(path, message)] = errors_of(demo, library)
+    assert path == "$.grants[0].id" and "must be opaque" in message
