@@ -22,6 +22,7 @@ from broker.audit.entry import AuditEntry
 from broker.clock import Clock, format_instant, parse_instant
 from broker.domain.contracts import Contract, ProtectionLevel, effective_terms
 from broker.domain.grants import Grant
+from broker.domain.parties import Period
 from broker.domain.vehicle_models import VehicleModels
 from broker.gate.announce import Announcement, EventRequest, decide_announcement
 from broker.gate.eligibility import decide_eligibility
@@ -84,6 +85,14 @@ class _Vehicle:
     categories: frozenset[str]
     context: ProtectionContext
     subject: Subject
+    #: When the customer who gave the grant owned the vehicle; None: a vehicle-linked grant.
+    giver_owned: tuple[Period, ...] | None = None
+
+    def giver_held(self, recorded_at: datetime) -> bool:
+        """Whether the grant's giver owned the vehicle when the record was made."""
+        if self.giver_owned is None:
+            return True
+        return any(p.contains(recorded_at) for p in self.giver_owned)
 
 
 class Gate:
@@ -287,8 +296,9 @@ class Gate:
                 refusals += reasons
                 continue
             vehicles[vin] = _Vehicle(
-                vin, grant, terms, categories, context, self._subject(session, vin)
-            )
+                vin, grant, terms, categories, context, self._subject(session, vin),
+                _owned_by_giver(session, grant),
+            )  # fmt: skip
         return vehicles, withheld, refusals
 
     def _identified(
@@ -368,12 +378,16 @@ class Gate:
             next_after = (stored[-1].recorded_at, stored[-1].id)
         released: list[SourceRecord] = []
         outside: dict[tuple[str, str], int] = defaultdict(int)
+        not_held: dict[tuple[str, str], int] = defaultdict(int)
         for record in stored:
             vehicle = vehicles[record.vin]
             if record.category not in vehicle.categories:
                 continue
             if not vehicle.grant.covers(record.recorded_at):
                 outside[(record.vin, record.category)] += 1
+                continue
+            if not vehicle.giver_held(record.recorded_at):  # checked per record, not at consent
+                not_held[(record.vin, record.category)] += 1
                 continue
             released.append(
                 SourceRecord(
@@ -391,6 +405,17 @@ class Gate:
                 vehicle_reference(vin, vehicles[vin].context),
             )
             for (vin, category), count in sorted(outside.items())
+        ] + [
+            Withheld(
+                Reason(
+                    "recorded_outside_giver_ownership",
+                    "recorded while the customer who gave the grant did not own the vehicle",
+                    category=category,
+                    count=count,
+                ),
+                vehicle_reference(vin, vehicles[vin].context),
+            )
+            for (vin, category), count in sorted(not_held.items())
         ]
         return released, next_after, withheld
 
@@ -573,6 +598,18 @@ def _recorded_span(payload: ProtectedPayload | None) -> dict[str, Any]:
     if not times:
         return {}
     return {"recorded": {"from": format_instant(min(times)), "to": format_instant(max(times))}}
+
+
+def _owned_by_giver(session: Session, grant: Grant) -> tuple[Period, ...] | None:
+    """The periods the customer who gave ``grant`` owned its vehicle (a driver's own
+    periods do not count: a driver cannot consent for the owner's or the vehicle's data);
+    None for a vehicle-linked grant, which no customer gave."""
+    if grant.customer_id is None:
+        return None
+    vehicle = party_store.vehicle(session, grant.vin)
+    if vehicle is None:
+        return ()
+    return tuple(o.period for o in vehicle.owners if o.customer_id == grant.customer_id)
 
 
 def _concerned(session: Session, request: ReleaseRequest) -> list[Grant]:

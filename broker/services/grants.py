@@ -119,7 +119,9 @@ class GrantService:
         if activation in _CUSTOMER_LINKED:
             if customer_id is None:
                 raise Conflict(f"a {activation.value} grant needs the customer who gives it")
-            if customer_id not in {o.customer_id for o in _people_at(vehicle, valid_from)}:
+            # Only the owner consents for a vehicle's data: a driver's consent would cover the
+            # owner's own records and the vehicle-level ones (GDPR Art. 6(1)(a)).
+            if customer_id not in {o.customer_id for o in _owners_at(vehicle, valid_from)}:
                 raise NotFound("no such vehicle for this customer")
         elif customer_id is not None:
             raise Conflict(
@@ -182,11 +184,13 @@ class GrantService:
     def change_owner(
         self, session: Session, vin: str, new_owner_id: str, *, at: datetime
     ) -> list[Grant]:
-        """Hand the vehicle to a new owner; the previous owner's grants end.
+        """Hand the vehicle to a new owner; every grant the previous holders gave ends.
 
-        The previous owner's consent and service-contract grants are revoked, and
-        the secondary drivers' periods end with the ownership. Vehicle-linked
-        grants (legitimate interest, legal obligation, fleet clearance) go on.
+        The secondary drivers' periods end with the ownership, and every consent and
+        service-contract grant the previous owner or those drivers gave on the vehicle
+        ends (through the revocation listeners: tokens, deliveries, the recipient's
+        notice). Vehicle-linked grants (legitimate interest, legal obligation, fleet
+        clearance) go on.
         """
         audit_store.serialise(session)
         if party_store.vehicle(session, vin) is None:
@@ -194,6 +198,7 @@ class GrantService:
         if party_store.customer(session, new_owner_id) is None:
             raise NotFound("no such customer")
         current = party_store.current_owner_row(session, vin)
+        drivers: set[str] = set()
         if current is not None:
             if current.customer_id == new_owner_id:
                 raise Conflict("the customer already owns this vehicle")
@@ -201,17 +206,48 @@ class GrantService:
                 raise TransitionRefused("a change of owner cannot predate the current ownership")
             current.until = at
             session.add(current)
-            party_store.end_secondary_drivers(session, vin, at=at)
+            drivers = party_store.end_secondary_drivers(session, vin, at=at)
         party_store.add_party(
             session, vin=vin, customer_id=new_owner_id, role=party_store.OWNER, since=at
         )
-        ended: list[Grant] = []
         if current is None:
-            return ended
+            return []
+        givers = {current.customer_id, *drivers}
+        return self._end_grants_of(session, vin, givers, at=at, reason="vehicle sold")
+
+    def start_driver_period(
+        self, session: Session, vin: str, customer_id: str, *, at: datetime
+    ) -> None:
+        """``customer_id`` drives the vehicle from ``at`` (the owner's secondary driver)."""
+        audit_store.serialise(session)
+        vehicle = party_store.vehicle(session, vin)
+        if vehicle is None:
+            raise NotFound("no such vehicle")
+        if party_store.customer(session, customer_id) is None:
+            raise NotFound("no such customer")
+        if any(o.customer_id == customer_id and o.period.end is None
+               for o in (*vehicle.owners, *vehicle.secondary_drivers)):  # fmt: skip
+            raise Conflict("the customer already holds this vehicle")
+        party_store.add_party(
+            session, vin=vin, customer_id=customer_id, role=party_store.SECONDARY_DRIVER, since=at
+        )
+
+    def end_driver_period(
+        self, session: Session, vin: str, customer_id: str, *, at: datetime
+    ) -> list[Grant]:
+        """The driver's period ends at ``at``; every grant the driver gave on it ends."""
+        audit_store.serialise(session)
+        if not party_store.end_secondary_driver(session, vin, customer_id, at=at):
+            raise NotFound("the customer does not drive this vehicle")
+        return self._end_grants_of(session, vin, {customer_id}, at=at, reason="driver period ended")
+
+    def _end_grants_of(
+        self, session: Session, vin: str, givers: set[str], *, at: datetime, reason: str
+    ) -> list[Grant]:
+        ended: list[Grant] = []
         for grant in grant_store.for_vehicle(session, vin):
-            previous_owners = grant.customer_id == current.customer_id
-            if previous_owners and grant.allows(GrantAction.OWNER_CHANGED) is None:
-                after = grant.apply(GrantAction.OWNER_CHANGED, at=at, reason="vehicle sold")
+            if grant.customer_id in givers and grant.allows(GrantAction.OWNER_CHANGED) is None:
+                after = grant.apply(GrantAction.OWNER_CHANGED, at=at, reason=reason)
                 ended.append(self._persist(session, grant, after, now=at))
         return ended
 
@@ -261,8 +297,8 @@ def _event_details(grant: Grant, event: GrantEvent) -> dict[str, Any]:
     return details
 
 
-def _people_at(vehicle: Vehicle, when: datetime) -> list[Ownership]:
-    return [o for o in (*vehicle.owners, *vehicle.secondary_drivers) if o.period.contains(when)]
+def _owners_at(vehicle: Vehicle, when: datetime) -> list[Ownership]:
+    return [o for o in vehicle.owners if o.period.contains(when)]
 
 
 def _choose_categories(contract: Contract, requested: Iterable[str] | None) -> set[str]:

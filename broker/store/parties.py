@@ -122,7 +122,8 @@ def fleet_memberships(session: Session, vin: str) -> list[FleetMembership]:
     return [FleetMembership(r.operator_id, r.vin, Period(r.since, r.until)) for r in rows]
 
 
-def end_secondary_drivers(session: Session, vin: str, *, at: datetime) -> int:
+def end_secondary_drivers(session: Session, vin: str, *, at: datetime) -> set[str]:
+    """End every open driver period of the vehicle at ``at``; the drivers' customer ids."""
     rows = session.exec(
         select(VehiclePartyRow).where(
             VehiclePartyRow.vin == vin,
@@ -133,7 +134,26 @@ def end_secondary_drivers(session: Session, vin: str, *, at: datetime) -> int:
     for row in rows:
         row.until = at
         session.add(row)
-    return len(rows)
+    return {row.customer_id for row in rows}
+
+
+def end_secondary_driver(session: Session, vin: str, customer_id: str, *, at: datetime) -> bool:
+    """End one driver's open period on the vehicle; False if there is none."""
+    row = session.exec(
+        select(VehiclePartyRow).where(
+            VehiclePartyRow.vin == vin,
+            VehiclePartyRow.customer_id == customer_id,
+            VehiclePartyRow.role == SECONDARY_DRIVER,
+            col(VehiclePartyRow.until).is_(None),
+        )
+    ).first()
+    if row is None:
+        return False
+    if at < row.since:
+        raise ValueError("a driver period cannot end before it started")
+    row.until = at
+    session.add(row)
+    return True
 
 
 def end_fleet_membership(session: Session, operator_id: str, vin: str, *, at: datetime) -> bool:
@@ -161,12 +181,18 @@ def holders(session: Session, vin: str) -> set[tuple[str, str]]:
     return {(customer_id, login) for customer_id, login in rows}
 
 
-def current_vehicles(session: Session, customer_id: str) -> list[tuple[str, str | None]]:
-    """(VIN, model) of the vehicles the customer owns or drives now."""
+def current_vehicles(
+    session: Session, customer_id: str, *, roles: tuple[str, ...] = (OWNER, SECONDARY_DRIVER)
+) -> list[tuple[str, str | None]]:
+    """(VIN, model) of the vehicles the customer holds now in one of ``roles``."""
     rows = session.exec(
         select(VehicleRow.vin, VehicleRow.model)
         .join(VehiclePartyRow, col(VehiclePartyRow.vin) == col(VehicleRow.vin))
-        .where(VehiclePartyRow.customer_id == customer_id, col(VehiclePartyRow.until).is_(None))
+        .where(
+            VehiclePartyRow.customer_id == customer_id,
+            col(VehiclePartyRow.until).is_(None),
+            col(VehiclePartyRow.role).in_(roles),
+        )
         .order_by(col(VehicleRow.vin))
     ).all()
     return [(vin, model) for vin, model in dict.fromkeys(rows)]

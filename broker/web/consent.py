@@ -323,7 +323,10 @@ def _offer(
     ]
     vehicles = [
         {"vin": vin, "model": model or vin}
-        for vin, model in party_store.current_vehicles(session, customer_id)
+        # Only the owner consents for a vehicle: a driver is offered none.
+        for vin, model in party_store.current_vehicles(
+            session, customer_id, roles=(party_store.OWNER,)
+        )
     ]
     precisions = sorted(p.value for p in contract.location.precisions) if contract.location else []
     return Offer(
