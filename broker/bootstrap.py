@@ -30,6 +30,7 @@ from broker.gate.keyring import Keyring
 from broker.gate.notices import issue_notice
 from broker.gate.revocation import RevocationListeners
 from broker.http import api as api_routes
+from broker.http import holders as holder_routes
 from broker.http import ingest as ingest_routes
 from broker.http import me as me_routes
 from broker.http import oauth as oauth_routes
@@ -217,6 +218,7 @@ def create_web_app(settings: Settings, *, clock: Clock | None = None) -> web.App
         oauth=lambda: runtime.require().oauth,
         max_bytes=settings.max_ingest_bytes,
     )
+    holder_routes.add_routes(app, runtime=lambda: runtime.require())
     oauth_routes.add_routes(app, server=lambda: runtime.require().oauth)
     api_routes.add_routes(app, runtime=lambda: runtime.require())
     pull_routes.add_routes(app, runtime=lambda: runtime.require())

@@ -25,6 +25,16 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 70
 
 
+#: ``broker holders`` sub-commands: the change's kind, the option naming its party, help.
+HOLDER_COMMANDS = {
+    "sale": ("sale", "--to", "the vehicle was sold to a customer (its new owner)"),
+    "driver-start": ("driver_started", "--customer", "a customer starts driving the vehicle"),
+    "driver-end": ("driver_ended", "--customer", "a customer's driver period ends"),
+    "fleet-join": ("fleet_joined", "--operator", "the vehicle joins a fleet operator's fleet"),
+    "fleet-leave": ("fleet_left", "--operator", "the vehicle leaves a fleet operator's fleet"),
+}
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"broker: {message} (see `{self.prog} --help`)\n")
@@ -68,6 +78,21 @@ def _parser() -> argparse.ArgumentParser:
     grant_commands.add_parser("expire", help="expire every grant whose validity has ended")
 
     commands.add_parser("purge", help="erase everything whose retention has passed")
+
+    holders = commands.add_parser(
+        "holders", help="who holds a vehicle: sales, driver periods, fleets (idempotent)"
+    )
+    holder_commands = holders.add_subparsers(
+        dest="holders_command", required=True, parser_class=_Parser
+    )
+    for name, (_kind, option, what) in HOLDER_COMMANDS.items():
+        change = holder_commands.add_parser(name, help=what)
+        change.add_argument("--vin", required=True)
+        change.add_argument(option, required=True, dest="party", metavar=option[2:].upper())
+        change.add_argument("--at", help="when it took effect (RFC 3339; default: now)")
+        change.add_argument(
+            "--change-id", help="the change's idempotency key (default: a random one)"
+        )
 
     oauth = commands.add_parser("oauth", help="the authorization server")
     oauth_commands = oauth.add_subparsers(dest="oauth_command", required=True, parser_class=_Parser)
@@ -300,6 +325,20 @@ def _with_broker(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_OK if ok else EXIT_FAILED
         if args.command == "webhooks":
             return commands.webhooks(broker, args)
+        if args.command == "holders":
+            kind, option, _ = HOLDER_COMMANDS[args.holders_command]
+            fleet = option == "--operator"
+            result = commands.holder_change(
+                broker,
+                kind=kind,
+                vin=args.vin,
+                customer=None if fleet else args.party,
+                operator=args.party if fleet else None,
+                at=args.at,
+                change_id=args.change_id,
+            )
+            print(json.dumps(result, indent=2))
+            return EXIT_OK
         if args.command == "grants" and args.grants_command == "expire":
             print(f"expired {commands.expire_grants(broker)} grant(s)")
             return EXIT_OK

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sqlmodel import Session
 
 from broker.bootstrap import Broker
+from broker.clock import format_instant
 from broker.domain.contracts import classify_amendment
 from broker.domain.grants import GrantState
 from broker.errors import Conflict
-from broker.services import retention
+from broker.services import holders, retention
 from broker.services.retention import parse_overrides
 from broker.services.seed import apply_seed, read_seed
 from broker.settings import Settings
@@ -109,6 +112,39 @@ def list_grants(broker: Broker, *, vin: str | None, customer: str | None) -> Ite
     if not lines:
         yield "no grants"
     yield from lines
+
+
+def holder_change(
+    broker: Broker,
+    *,
+    kind: str,
+    vin: str,
+    customer: str | None = None,
+    operator: str | None = None,
+    at: str | None = None,
+    change_id: str | None = None,
+) -> dict[str, Any]:
+    """Apply one holder change as the HTTP endpoint does (same schema, same use case);
+    the answer, and ``repeated`` when ``change_id`` was applied before."""
+    now = broker.clock.now()
+    body: dict[str, Any] = {
+        "change_id": change_id or "cli-" + secrets.token_hex(8),
+        "kind": kind,
+        "vin": vin,
+        "at": at or format_instant(now),
+    }
+    if customer is not None:
+        body["customer"] = customer
+    if operator is not None:
+        body["operator"] = operator
+    change = holders.HolderChange.parse(broker.documents, body)
+    outcome = broker.database.run_sync(
+        lambda s: holders.apply_change(
+            s, change, grants=broker.grants, keyring=broker.keyring, now=now
+        ),
+        write=True,
+    )
+    return {**outcome.result, "repeated": not outcome.created}
 
 
 def expire_grants(broker: Broker) -> int:

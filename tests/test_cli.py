@@ -329,3 +329,52 @@ def test_rotating_the_signing_key_keeps_the_old_one_published(tmp_path: Path) ->
     rotated = SigningKeys.load(env_dir)
     assert rotated.current_kid != first.current_kid
     assert first.current_kid in {k["kid"] for k in rotated.jwks()["keys"]}
+
+
+def test_holder_changes_apply_once_each_from_the_command_line(tmp_path: Path) -> None:
+    """On SQLite only: tests/holders runs the same use case through HTTP on both databases."""
+    from datetime import UTC, datetime, timedelta
+
+    from broker.clock import format_instant
+
+    url = f"sqlite:///{tmp_path / 'holders.sqlite3'}"
+    assert run("seed", str(DEMO_SEED), database_url=url).returncode == 0
+    cooper = "WMWXR31002TA10001"
+    sold = format_instant(datetime.now(UTC) - timedelta(minutes=1))
+    sale = ["holders", "sale", "--vin", cooper, "--to", "cus-carla", "--at", sold]
+    sale += ["--change-id", "cli-sale-1"]
+    first = run(*sale, database_url=url)
+    assert first.returncode == 0, first.stderr
+    applied = json.loads(first.stdout)
+    assert applied["ended_grants"] == 1 and applied["repeated"] is False
+    again = json.loads(run(*sale, database_url=url).stdout)
+    assert again == dict(applied, repeated=True)
+    for command, party, who in (
+        ("fleet-join", "--operator", "rcp-fleet"),
+        ("fleet-leave", "--operator", "rcp-fleet"),
+        ("driver-start", "--customer", "cus-bram"),
+        ("driver-end", "--customer", "cus-bram"),
+    ):
+        result = run("holders", command, "--vin", cooper, party, who, database_url=url)
+        assert result.returncode == 0, (command, result.stderr)
+        assert json.loads(result.stdout)["repeated"] is False
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+
+        def column(sql: str) -> list[object]:
+            return list(conn.execute(sa.text(sql), {"vin": cooper}).scalars())
+
+        state = column("SELECT state FROM data_grant WHERE id = 'gr-677f38bc93017473'")
+        fleet = column("SELECT until FROM fleet_membership WHERE vin = :vin")
+        bram = column(
+            "SELECT until FROM vehicle_party WHERE vin = :vin AND customer_id = 'cus-bram'"
+        )
+        audited = column("SELECT count(*) FROM audit_entry WHERE kind = 'holder_change'")
+    engine.dispose()
+    assert state == ["revoked"]  # anna's consent ended with her sale
+    assert len(fleet) == 1 and fleet[0] is not None
+    assert len(bram) == 2 and None not in bram  # the sale ended one period, driver-end the other
+    assert audited == [5]
+    bad = run("holders", "sale", "--vin", "NOT-A-VIN", "--to", "cus-carla", database_url=url)
+    assert_one_line_error(bad)
+    assert "$.vin" in bad.stderr and "NOT-A-VIN" not in bad.stderr

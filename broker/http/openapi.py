@@ -58,7 +58,8 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     },
     "ingest": {
         "type": "oauth2",
-        "description": "The car maker's backend (client credentials, scope ingest).",
+        "description": "The car maker's backend (client credentials; scope ingest for "
+        "telemetry, holders for holder changes).",
         "flows": {"clientCredentials": {"tokenUrl": "/oauth/token", "scopes": {}}},
     },
     "client": {

@@ -137,6 +137,11 @@ class GrantRow(SQLModel, table=True):
     state: str = Field(max_length=16)
     valid_from: datetime = Field(sa_type=UTCDateTime)
     valid_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: The terms in force from each re-approval on (see broker.store.grants); [] if none.
+    amendments: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=sa.Column(PortableJSON, nullable=False, server_default=sa.text("'[]'")),
+    )
     created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
@@ -490,3 +495,18 @@ class WebhookMessageRow(SQLModel, table=True):
     audit_seq: int | None = Field(default=None, sa_type=sa.BigInteger)
     created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class HolderChangeRow(SQLModel, table=True):
+    """A holder change the car maker's backend reported (a sale, a driver period's start or
+    end, a fleet join or leave), kept under its idempotency key so that a repeat is answered
+    from here and never applied twice. Only a keyed digest of the body is kept: never the
+    VIN or the customer. Rows are only ever inserted."""
+
+    __tablename__ = "holder_change"
+
+    change_id: str = Field(primary_key=True, max_length=100)
+    digest: str = Field(max_length=64)
+    kind: str = Field(max_length=16)
+    applied_at: datetime = Field(sa_type=UTCDateTime)
+    result: dict[str, Any] = _json_column()
