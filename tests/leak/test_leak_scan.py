@@ -70,7 +70,8 @@ from broker.webhooks.egress import Egress
 from broker.webhooks.events import NON_DATA_EVENTS, event_types
 from broker.webhooks.runner import egress_policy, make_worker
 
-STATES = ("normal", "bearer", "suspended", "country_refused", "withdrawn", "contract_ended")
+STATES = ("normal", "bearer", "suspended", "country_refused", "withdrawn", "sold",
+          "contract_ended")  # fmt: skip
 CATEGORIES = ("vehicle.general", "vehicle.position", "vehicle.status")
 #: Routes that answer the OAuth protocol (the written exception): scanned, never audited.
 PROTOCOL = {("POST", "/oauth/token"), ("POST", "/oauth/introspect")}
@@ -308,8 +309,22 @@ def end_grants(world: ScanWorld, vin: str) -> None:
         )
 
 
-def join_clubman(world: ScanWorld) -> None:
-    """Every webhook party's fleet takes in the Clubman and clears it: two events each."""
+async def holder_change(world: ScanWorld, kind: str, **fields: str) -> None:
+    """The car maker's backend reports a holder change (``POST /v1/holders/changes``)."""
+    import secrets
+
+    token = await world.app.token("broker-backend", "demo-secret-broker-backend", "holders")
+    body = {"change_id": f"scan-{secrets.token_hex(6)}", "kind": kind,
+            "at": format_instant(world.app.clock.now()), **fields}  # fmt: skip
+    response = await world.client.post(
+        "/v1/holders/changes", json=body, headers={"Authorization": token}
+    )
+    assert response.status == 201, await response.text()
+
+
+async def join_clubman(world: ScanWorld) -> None:
+    """Every webhook party's fleet takes in the Clubman (reported by the car maker's backend)
+    and clears it: two events each."""
     broker = world.app.broker
     now = broker.clock.now()
     for party in world.parties:
@@ -317,10 +332,7 @@ def join_clubman(world: ScanWorld) -> None:
             continue
         contract = broker.database.run_sync(lambda s, p=party: contract_store.latest(s, p.contract))
         assert contract is not None
-        broker.database.run_sync(
-            lambda s, p=party: broker.grants.join_fleet(s, p.recipient, CLUBMAN, at=now),
-            write=True,
-        )
+        await holder_change(world, "fleet_joined", vin=CLUBMAN, operator=party.recipient)
         grant = broker.database.run_sync(
             lambda s, c=contract: broker.grants.create(s, contract=c, vin=CLUBMAN, at=now),
             write=True,
@@ -328,17 +340,18 @@ def join_clubman(world: ScanWorld) -> None:
         party.grants[CLUBMAN] = grant.id
 
 
-def clubman_leaves(world: ScanWorld) -> None:
-    broker = world.app.broker
-    now = broker.clock.now()
+async def clubman_leaves(world: ScanWorld) -> None:
     for party in world.parties:
         if party.channel == "webhook":
-            broker.database.run_sync(
-                lambda s, p=party: broker.grants.end_fleet_membership(
-                    s, p.recipient, CLUBMAN, at=now
-                ),
-                write=True,
-            )
+            await holder_change(world, "fleet_left", vin=CLUBMAN, operator=party.recipient)
+
+
+async def sell_and_lend(world: ScanWorld) -> None:
+    """anna sells her Cooper to carla; carla drives bram's Countryman for a while."""
+    await holder_change(world, "sale", vin=COOPER, customer="cus-carla")
+    await holder_change(world, "driver_started", vin=COUNTRYMAN, customer="cus-carla")
+    world.app.clock.advance(timedelta(minutes=1))
+    await holder_change(world, "driver_ended", vin=COUNTRYMAN, customer="cus-carla")
 
 
 # -- what may be found where ------------------------------------------------------------------
@@ -454,7 +467,9 @@ async def test_leak_scan(
                 set_recipients(world, processing_countries=["NL", "US"], storage_countries=["US"])
             elif state == "withdrawn":
                 end_grants(world, COOPER)
-                clubman_leaves(world)
+                await clubman_leaves(world)
+            elif state == "sold":
+                await sell_and_lend(world)
             elif state == "contract_ended":
                 world.app.clock.set(CONTRACT_END + timedelta(minutes=1))
                 broker.database.run_sync(
@@ -465,7 +480,7 @@ async def test_leak_scan(
             for party in world.parties:
                 await walk(scan, party, state, tokens[party.key], bearer=bearer)
             if state == "normal":
-                join_clubman(world)
+                await join_clubman(world)
             await worker.drain()
             if state in ("suspended", "country_refused"):
                 set_recipients(

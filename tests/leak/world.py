@@ -195,7 +195,7 @@ def write_seed(directory: Path) -> tuple[Path, list[Party]]:
     seed["customers"], seed["vehicles"] = demo["customers"], demo["vehicles"]
     seed["fleets"] = []
     kinds = {
-        "identified": "fleet_operator",
+        "identified": "service_partner",
         "pseudonymised": "development_partner",
         "anonymised": "anonymised_data_consumer",
     }
@@ -213,7 +213,7 @@ def write_seed(directory: Path) -> tuple[Path, list[Party]]:
                 {
                     "id": party.recipient,
                     "name": f"Scan {party.key}",
-                    "kind": kinds[level],
+                    "kind": "fleet_operator" if channel == "webhook" else kinds[level],
                     "legal_entity": f"Scan {party.key} B.V.",
                     "role": "independent_controller",
                     "headquarters_country": "NL",
