@@ -51,6 +51,7 @@ from broker.domain.contracts import Channel, Contract, ProtectionLevel, effectiv
 from broker.domain.grants import Grant
 from broker.domain.legal import Activation
 from broker.gate import notices as notice_store
+from broker.gate.entries import decided_under
 from broker.gate.keyring import Keyring
 from broker.gate.release import (
     Denial,
@@ -345,7 +346,6 @@ def _deny(
     contract: Contract | None = None,
     transfer: TransferDecision | None = None,
 ) -> Denial:
-    countries, mechanisms = transfer.audit_fields() if transfer is not None else ((), ())
     grant_id = grant.id if grant is not None else request.grant_id
     if grant_id:
         subject = grant_id
@@ -361,14 +361,10 @@ def _deny(
                 kind=KIND,
                 recipient_id=request.recipient_id[:64],
                 contract_id=(contract.id if contract else request.contract_id or "")[:64],
-                contract_version=contract.version if contract else None,
                 grant_ids=(grant_id,) if grant_id else (),
                 channel=Channel.WEBHOOK.value,
                 purpose=contract.purpose.code[:100] if contract else "",
-                protection=contract.protection.level.value if contract else "",
-                destination_countries=countries,
-                transfer_mechanisms=mechanisms,
-                legal_basis=contract.legal_basis.value if contract else "",
+                **decided_under(contract, transfer),
                 decision="denied",
                 reasons=tuple(r.text() for r in reasons),
                 subject_ref=subject,

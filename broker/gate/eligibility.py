@@ -27,6 +27,7 @@ from sqlmodel import Session
 from broker.audit.entry import AuditEntry, canonical_json
 from broker.domain.contracts import Channel, Contract
 from broker.domain.vehicle_models import VehicleModels
+from broker.gate.entries import decided_under
 from broker.gate.keyring import Keyring
 from broker.gate.release import Denial, Eligibility, ReleaseRequest, VehicleTarget
 from broker.policy.eligibility import answer_document, check_single_vehicle, eligible_categories
@@ -146,7 +147,6 @@ def _append(
     reasons: list[Reason],
     digest: str,
 ) -> AuditEntry:
-    countries, mechanisms = transfer.audit_fields() if transfer is not None else ((), ())
     [entry] = audit_store.append(
         session,
         [
@@ -155,14 +155,10 @@ def _append(
                 kind=KIND,
                 recipient_id=request.recipient_id[:64],
                 contract_id=request.contract_id[:64],
-                contract_version=contract.version if contract else None,
                 channel=request.channel.value,
                 purpose=request.purpose[:100],
                 categories=categories,
-                protection=contract.protection.level.value if contract else "",
-                destination_countries=countries,
-                transfer_mechanisms=mechanisms,
-                legal_basis=contract.legal_basis.value if contract else "",
+                **decided_under(contract, transfer),
                 decision=decision,
                 reasons=tuple(r.text() for r in reasons),
                 payload_digest=digest,
