@@ -12,6 +12,13 @@ interest can be objected to, a legal obligation refuses objection, and a fleet
 clearance ends with the fleet membership (or, when it rests on legitimate interest,
 with the owner's objection: :func:`~broker.domain.legal.admits_objection`). A grant
 covers only data recorded while it was active; its history says when that was.
+
+A customer who approves the same recipient, contract and vehicle again while the
+grant is open amends it (:meth:`Grant.amend`): it stays one grant, with the
+amendment in its history, and its active periods (the range it covers) unchanged.
+What an amendment adds (a category, a finer location precision) applies only to
+data recorded from the amendment on; what it removes stops at once, for older data
+too (:meth:`Grant.terms_at`).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
+from broker.domain.contracts import LocationPrecision
 from broker.domain.legal import Activation
 from broker.errors import TransitionRefused
 
@@ -52,6 +60,7 @@ class GrantAction(StrEnum):
     OWNER_CHANGED = "owner_changed"  # the vehicle changed hands
     TERMINATE = "terminate"  # the operator ends it (contract ended, recipient removed)
     REFUSE = "refuse"  # the owner refuses a read-out the law lets them refuse (OBFCM, workshop)
+    AMEND = "amend"  # the customer approves again, with other terms; the state stays
 
 
 _TARGET: dict[GrantAction, GrantState] = {
@@ -78,6 +87,9 @@ _FROM: dict[GrantAction, frozenset[GrantState]] = {
     ),
     GrantAction.TERMINATE: frozenset({GrantState.PENDING, GrantState.ACTIVE, GrantState.SUSPENDED}),
     GrantAction.REFUSE: frozenset({GrantState.PENDING, GrantState.ACTIVE, GrantState.SUSPENDED}),
+    # An open grant can be amended; a suspended one stays suspended (the operator's
+    # suspension is not the customer's to lift), a pending one stays pending.
+    GrantAction.AMEND: frozenset({GrantState.PENDING, GrantState.ACTIVE, GrantState.SUSPENDED}),
 }
 
 #: Which activations admit each action at all (the legal guard).
@@ -86,6 +98,7 @@ _ADMITTED: dict[GrantAction, frozenset[Activation]] = {
     GrantAction.OBJECT: frozenset({Activation.LEGITIMATE_INTEREST, Activation.FLEET_CLEARANCE}),
     GrantAction.OWNER_CHANGED: frozenset({Activation.CONSENT, Activation.CONTRACT}),
     GrantAction.REFUSE: frozenset({Activation.LEGAL_OBLIGATION}),
+    GrantAction.AMEND: frozenset({Activation.CONSENT, Activation.CONTRACT}),
 }
 
 _REFUSAL_REASONS: dict[GrantAction, str] = {
@@ -96,6 +109,7 @@ _REFUSAL_REASONS: dict[GrantAction, str] = {
     ),
     GrantAction.OWNER_CHANGED: "only grants given by the owner end with a change of owner",
     GrantAction.REFUSE: "only a legally required read-out (such as OBFCM) can be refused",
+    GrantAction.AMEND: "only a grant a customer gave can be amended by the customer's approval",
 }
 
 
@@ -108,6 +122,24 @@ class GrantEvent:
     from_state: GrantState | None
     to_state: GrantState
     reason: str
+
+
+@dataclass(frozen=True)
+class Amendment:
+    """The terms a customer approved at ``at``: for data recorded from then to the next
+    amendment, as far as every later amendment keeps them (:meth:`Grant.terms_at`)."""
+
+    at: datetime
+    categories: frozenset[str]
+    location_precision: str | None = None
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What a grant releases of data recorded at one time."""
+
+    categories: frozenset[str]
+    location_precision: str | None
 
 
 @dataclass(frozen=True)
@@ -125,6 +157,9 @@ class Grant:
     location_precision: str | None = None
     state: GrantState = GrantState.PENDING
     history: tuple[GrantEvent, ...] = field(default_factory=tuple)
+    #: The terms in force from each amendment's time on, oldest first; the first holds the
+    #: terms the grant was given with (from ``valid_from``). Empty: never amended.
+    amendments: tuple[Amendment, ...] = ()
 
     @classmethod
     def create(cls, *, at: datetime, reason: str = "created", **values: object) -> Grant:
@@ -151,9 +186,70 @@ class Grant:
             raise TransitionRefused(refusal, grant=self.id, action=action.value)
         if self.history and at < self.history[-1].at:
             raise TransitionRefused("a transition cannot predate the grant's last event")
+        if action is GrantAction.AMEND:  # approved again with the same terms
+            return self.amend(
+                at=at,
+                categories=self.categories,
+                location_precision=self.location_precision,
+                reason=reason,
+            )
         target = _TARGET[action]
         event = GrantEvent(at, action, self.state, target, reason or action.value)
         return replace(self, state=target, history=(*self.history, event))
+
+    def amend(
+        self,
+        *,
+        at: datetime,
+        categories: frozenset[str],
+        location_precision: str | None,
+        reason: str = "",
+    ) -> Grant:
+        """The grant with new terms from ``at`` on, the amendment in its history; raises
+        :class:`TransitionRefused` if the grant cannot be amended.
+
+        The state does not change. Whether the terms fit the contract is the caller's
+        to check (:class:`~broker.services.grants.GrantService`).
+        """
+        refusal = self.allows(GrantAction.AMEND)
+        if refusal is not None:
+            raise TransitionRefused(refusal, grant=self.id, action=GrantAction.AMEND.value)
+        if self.history and at < self.history[-1].at:
+            raise TransitionRefused("a transition cannot predate the grant's last event")
+        if not categories:
+            raise ValueError("a grant covers at least one category")
+        given = Amendment(self.valid_from, self.categories, self.location_precision)
+        earlier = self.amendments or (given,)
+        amendment = Amendment(max(at, self.valid_from), frozenset(categories), location_precision)
+        event = GrantEvent(at, GrantAction.AMEND, self.state, self.state, reason or "amended")
+        return replace(
+            self,
+            categories=amendment.categories,
+            location_precision=location_precision,
+            amendments=(*earlier, amendment),
+            history=(*self.history, event),
+        )
+
+    def terms_at(self, recorded_at: datetime) -> Terms:
+        """What the grant releases of data recorded at ``recorded_at``.
+
+        The categories in force then that every later amendment kept (an addition
+        applies only from its amendment on; a removal stops at once, and adding the
+        category back later does not revive the older data), at the coarsest location
+        precision in force from then on. Whether the grant was active then is
+        :meth:`covers`'s to say.
+        """
+        since = 0  # the amendment in force then (the first, for data before it)
+        for index, amendment in enumerate(self.amendments):
+            if amendment.at > recorded_at:
+                break
+            since = index
+        categories = self.categories
+        precision = self.location_precision
+        for amendment in reversed(self.amendments[since:]):
+            categories = categories & amendment.categories
+            precision = coarser(amendment.location_precision, precision)
+        return Terms(categories, precision)
 
     def effective_state(self, now: datetime) -> GrantState:
         """The state at ``now``, counting a passed validity end as expiry."""
@@ -195,3 +291,21 @@ class Grant:
             start <= recorded_at and (end is None or recorded_at < end)
             for start, end in self.active_periods()
         )
+
+
+def coarser(then: str | None, current: str | None) -> str | None:
+    """The coarser of two location precisions; ``current`` when they disclose as much.
+
+    None (no precision named: the contract's terms decide) discloses as much as
+    ``precise``; a precision this code does not know counts as coarser than any.
+    """
+    return then if _detail(then) < _detail(current) else current
+
+
+def _detail(precision: str | None) -> int:
+    if precision is None:
+        return LocationPrecision.PRECISE.detail
+    try:
+        return LocationPrecision(precision).detail
+    except ValueError:
+        return -1

@@ -379,6 +379,7 @@ class Gate:
         released: list[SourceRecord] = []
         outside: dict[tuple[str, str], int] = defaultdict(int)
         not_held: dict[tuple[str, str], int] = defaultdict(int)
+        not_yet: dict[tuple[str, str], int] = defaultdict(int)
         for record in stored:
             vehicle = vehicles[record.vin]
             if record.category not in vehicle.categories:
@@ -389,33 +390,35 @@ class Gate:
             if not vehicle.giver_held(record.recorded_at):  # checked per record, not at consent
                 not_held[(record.vin, record.category)] += 1
                 continue
+            # A category an amendment added covers only data recorded from the amendment on.
+            if record.category not in vehicle.grant.terms_at(record.recorded_at).categories:
+                not_yet[(record.vin, record.category)] += 1
+                continue
             released.append(
                 SourceRecord(
                     record.id, record.vin, record.category, record.recorded_at, record.data
                 )
             )
+        why = (
+            ("recorded_outside_grant", "recorded while the grant was not active", outside),
+            (
+                "recorded_outside_giver_ownership",
+                "recorded while the customer who gave the grant did not own the vehicle",
+                not_held,
+            ),
+            (
+                "recorded_before_category_granted",
+                "recorded before the customer added this category to the grant",
+                not_yet,
+            ),
+        )
         withheld = [
             Withheld(
-                Reason(
-                    "recorded_outside_grant",
-                    "recorded while the grant was not active",
-                    category=category,
-                    count=count,
-                ),
+                Reason(code, text, category=category, count=count),
                 vehicle_reference(vin, vehicles[vin].context),
             )
-            for (vin, category), count in sorted(outside.items())
-        ] + [
-            Withheld(
-                Reason(
-                    "recorded_outside_giver_ownership",
-                    "recorded while the customer who gave the grant did not own the vehicle",
-                    category=category,
-                    count=count,
-                ),
-                vehicle_reference(vin, vehicles[vin].context),
-            )
-            for (vin, category), count in sorted(not_held.items())
+            for code, text, counts in why
+            for (vin, category), count in sorted(counts.items())
         ]
         return released, next_after, withheld
 
@@ -437,9 +440,17 @@ class Gate:
             return protect(records, self._with_index(session, records, context), subjects)
         parts = []
         for vin, vehicle in sorted(vehicles.items()):
-            mine = [r for r in records if r.vin == vin]
-            context = self._with_index(session, mine, vehicle.context)
-            parts.append(protect(mine, context, {vin: vehicle.subject}))
+            # Each record at the location precision the grant had when it was recorded
+            # (a finer precision an amendment added covers only later data).
+            by_precision: dict[str | None, list[SourceRecord]] = defaultdict(list)
+            for record in records:
+                if record.vin == vin:
+                    terms = vehicle.grant.terms_at(record.recorded_at)
+                    by_precision[terms.location_precision].append(record)
+            for precision, mine in sorted(by_precision.items(), key=lambda p: str(p[0])):
+                context = replace(vehicle.context, location_precision=precision)
+                context = self._with_index(session, mine, context)
+                parts.append(protect(mine, context, {vin: vehicle.subject}))
         return _merge(parts, contract.protection.level)
 
     def _with_index(

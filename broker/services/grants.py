@@ -1,4 +1,4 @@
-"""Grant use cases: create, move through states, end on change of owner or fleet exit.
+"""Grant use cases: create, amend, move through states, end on change of owner or fleet exit.
 
 The rules live in :mod:`broker.domain.grants`; :class:`GrantService` loads,
 applies and saves inside the caller's transaction, appends an audit entry for
@@ -20,7 +20,7 @@ from broker.audit.entry import AuditEntry
 from broker.domain.contracts import Contract
 from broker.domain.grants import Grant, GrantAction, GrantEvent, GrantState
 from broker.domain.legal import Activation, admits_objection
-from broker.domain.parties import Ownership, Vehicle
+from broker.domain.parties import Vehicle
 from broker.errors import Conflict, NotFound, TransitionRefused
 from broker.gate.revocation import GrantEnded, RevocationListeners
 from broker.store import audit as audit_store
@@ -39,6 +39,7 @@ _ACTIVE_ON_CREATION = frozenset(
 )
 _CUSTOMER_LINKED = frozenset({Activation.CONSENT, Activation.CONTRACT})
 _OPEN = (GrantState.PENDING, GrantState.ACTIVE, GrantState.SUSPENDED)
+_GIVEN = "consent given on the consent page"
 
 
 def new_grant_id() -> str:
@@ -121,7 +122,7 @@ class GrantService:
                 raise Conflict(f"a {activation.value} grant needs the customer who gives it")
             # Only the owner consents for a vehicle's data: a driver's consent would cover the
             # owner's own records and the vehicle-level ones (GDPR Art. 6(1)(a)).
-            if customer_id not in {o.customer_id for o in _owners_at(vehicle, valid_from)}:
+            if not _owns(vehicle, customer_id, valid_from):
                 raise NotFound("no such vehicle for this customer")
         elif customer_id is not None:
             raise Conflict(
@@ -151,6 +152,89 @@ class GrantService:
         if activation in _ACTIVE_ON_CREATION:
             grant = grant.apply(GrantAction.ACTIVATE, at=valid_from, reason=activation.value)
         return self._persist(session, None, grant, now=at)
+
+    def amend(
+        self,
+        session: Session,
+        grant_id: str,
+        *,
+        categories: Iterable[str] | None,
+        location_precision: str | None,
+        at: datetime,
+        reason: str = "",
+    ) -> Grant:
+        """New terms for an open grant from ``at`` on, checked against its contract like
+        :meth:`create`. What they add covers only data recorded from ``at``; what they
+        remove stops at once (:meth:`Grant.terms_at`). The grant keeps its id and state."""
+        audit_store.serialise(session)  # the audit lock before the grant's row lock
+        grant = grant_store.get(session, grant_id, for_update=True)
+        if grant is None:
+            raise NotFound("no such grant")
+        contract = contract_store.get(session, grant.contract_id, grant.contract_version)
+        if contract is None:
+            raise LookupError(f"contract {grant.contract_id} v{grant.contract_version} is missing")
+        if not contract.is_valid_at(at):
+            raise Conflict(f"contract {contract.id} v{contract.version} is not in force then")
+        vehicle = party_store.vehicle(session, grant.vin)
+        if grant.customer_id is not None and (
+            vehicle is None or not _owns(vehicle, grant.customer_id, at)
+        ):
+            raise NotFound("no such vehicle for this customer")  # only the owner approves
+        chosen = _choose_categories(contract, categories)
+        precision = _choose_precision(contract, chosen, location_precision)
+        after = grant.amend(
+            at=at, categories=frozenset(chosen), location_precision=precision, reason=reason
+        )
+        return self._persist(session, grant, after, now=at)
+
+    def approve(
+        self,
+        session: Session,
+        *,
+        contract: Contract,
+        vin: str,
+        customer_id: str,
+        categories: Iterable[str],
+        location_precision: str | None,
+        at: datetime,
+        offered: Iterable[str] | None = None,
+    ) -> Grant:
+        """The customer approves ``contract`` for ``vin`` (the consent page).
+
+        While the customer's grant under this contract version on the vehicle is open,
+        the approval amends it (one grant, with its history): the categories the page
+        ``offered`` take the customer's answer, the grant's others (not asked about)
+        stay as they are. An ended grant stays ended; the approval then creates and
+        activates a new one.
+        """
+        given = grant_store.open_for(
+            session, contract.id, contract.version, vin=vin, customer_id=customer_id
+        )
+        if given is not None:
+            kept = given.categories - set(offered) if offered is not None else frozenset()
+            if "vehicle.position" in kept:
+                location_precision = given.location_precision
+            grant = self.amend(
+                session,
+                given.id,
+                categories={*categories, *kept},
+                location_precision=location_precision,
+                at=at,
+                reason="consent given again on the consent page",
+            )
+        else:
+            grant = self.create(
+                session,
+                contract=contract,
+                vin=vin,
+                at=at,
+                categories=categories,
+                customer_id=customer_id,
+                location_precision=location_precision,
+            )
+        if grant.state is not GrantState.PENDING:
+            return grant
+        return self.apply(session, grant, GrantAction.ACTIVATE, at=at, reason=_GIVEN)
 
     def apply(
         self, session: Session, grant: Grant, action: GrantAction, *, at: datetime, reason: str = ""
@@ -294,11 +378,13 @@ def _event_details(grant: Grant, event: GrantEvent) -> dict[str, Any]:
     }
     if grant.customer_id is not None:
         details["recipient_sub"] = "pseudonym"
+    if event.action is GrantAction.AMEND:  # the categories are the entry's own
+        details["location_precision"] = grant.location_precision
     return details
 
 
-def _owners_at(vehicle: Vehicle, when: datetime) -> list[Ownership]:
-    return [o for o in vehicle.owners if o.period.contains(when)]
+def _owns(vehicle: Vehicle, customer_id: str, when: datetime) -> bool:
+    return any(o.customer_id == customer_id and o.period.contains(when) for o in vehicle.owners)
 
 
 def _choose_categories(contract: Contract, requested: Iterable[str] | None) -> set[str]:

@@ -1,14 +1,20 @@
-"""Grant persistence: a grant's row plus its append-only history of events."""
+"""Grant persistence: a grant's row plus its append-only history of events.
+
+A grant's amendments (the terms in force from each re-approval on) are a JSON list on
+its row: ``at`` (RFC 3339), ``categories`` and ``location_precision``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from broker.domain.grants import Grant, GrantAction, GrantEvent, GrantState
+from broker.clock import format_instant, parse_instant
+from broker.domain.grants import Amendment, Grant, GrantAction, GrantEvent, GrantState
 from broker.domain.legal import Activation
 from broker.store.tables import GrantEventRow, GrantRow
 
@@ -37,7 +43,26 @@ def _to_domain(row: GrantRow, events: Iterable[GrantEventRow]) -> Grant:
             )
             for e in sorted(events, key=lambda e: e.seq)
         ),
+        amendments=tuple(
+            Amendment(
+                at=parse_instant(a["at"]),
+                categories=frozenset(a["categories"]),
+                location_precision=a.get("location_precision"),
+            )
+            for a in row.amendments or ()
+        ),
     )
+
+
+def _amendments(grant: Grant) -> list[dict[str, Any]]:
+    return [
+        {
+            "at": format_instant(a.at),
+            "categories": sorted(a.categories),
+            "location_precision": a.location_precision,
+        }
+        for a in grant.amendments
+    ]
 
 
 def _load_many(session: Session, rows: list[GrantRow]) -> list[Grant]:
@@ -76,6 +101,7 @@ def save(session: Session, grant: Grant, *, now: datetime) -> None:
             state=grant.state.value,
             valid_from=grant.valid_from,
             valid_until=grant.valid_until,
+            amendments=_amendments(grant),
             created_at=now,
             updated_at=now,
         )
@@ -93,6 +119,9 @@ def save(session: Session, grant: Grant, *, now: datetime) -> None:
         row.categories = sorted(grant.categories)
         row.location_precision = grant.location_precision
         row.valid_until = grant.valid_until
+        if len(grant.amendments) < len(row.amendments or ()):
+            raise ValueError("a grant's amendments are append-only")
+        row.amendments = _amendments(grant)
         row.updated_at = now
         session.add(row)
     if stored > len(grant.history):
@@ -172,3 +201,25 @@ def of_recipient(session: Session, recipient_id: str, vins: list[str] | None) ->
         query = query.where(col(GrantRow.vin).in_(vins))
     rows = session.exec(query.order_by(col(GrantRow.vin), col(GrantRow.id))).all()
     return _load_many(session, list(rows))
+
+
+def open_for(
+    session: Session, contract_id: str, contract_version: int, *, vin: str, customer_id: str
+) -> Grant | None:
+    """The customer's open grant (pending, active, suspended) under this contract version
+    on ``vin``, the latest if there are several (from before re-consent amended grants)."""
+    rows = session.exec(
+        select(GrantRow).where(
+            GrantRow.contract_id == contract_id,
+            GrantRow.contract_version == contract_version,
+            GrantRow.vin == vin,
+            GrantRow.customer_id == customer_id,
+            col(GrantRow.state).in_(["pending", "active", "suspended"]),
+        )
+    ).all()
+    grants = _load_many(session, list(rows))
+    return max(
+        grants,
+        key=lambda g: (g.history[-1].at if g.history else g.valid_from, g.id),
+        default=None,
+    )

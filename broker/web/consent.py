@@ -6,8 +6,9 @@ purpose, legal basis, each data category (optional ones can be unticked),
 protection, destination countries and transfer mechanism, retention, validity,
 and, where the contract allows, precise or coarse location. POST (with the
 session's CSRF token) approves — the grant is created, with the code, in one
-transaction — or declines, which creates nothing. This is also how a customer
-shares data with a third party of their choice (EU Data Act Art. 5).
+transaction (while the customer's grant under the contract on that vehicle is open,
+the approval amends it instead) — or declines, which creates nothing. This is also
+how a customer shares data with a third party of their choice (EU Data Act Art. 5).
 
 The customer app's own client gets its code without a consent page: its
 tokens reach only the customer's own API.
@@ -27,7 +28,6 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 from broker.clock import Clock
 from broker.documents import DocumentLibrary
 from broker.domain.contracts import Channel, Contract
-from broker.domain.grants import GrantAction
 from broker.domain.legal import Activation
 from broker.http.middleware import FORM_ACTION_ORIGINS
 from broker.http.openapi import form_body, html, query, redirect, route
@@ -257,24 +257,29 @@ async def _approve(
         if vin not in {v["vin"] for v in offer.vehicles}:
             raise BadAuthorizationRequest("not one of your vehicles")
         chosen = [str(c) for c in fields.getall("category", [])]
+        offered = {c["id"] for c in offer.categories}
+        if not set(chosen) <= offered:
+            raise BadAuthorizationRequest("a category the consent page did not offer")
         required = [c["id"] for c in offer.categories if not c["optional"]]
         categories = sorted(set(chosen) | set(required))
         precision = str(fields.get("precision") or "") or None
-        now = broker.clock.now()
-        grant = broker.grants.create(
+        # The customer's open grant under this contract on the vehicle is amended (the
+        # token then names it, its id unchanged); else a new grant is created. A category
+        # the page did not offer keeps its place in the grant.
+        grant = broker.grants.approve(
             session,
             contract=offer.contract,
             vin=vin,
-            at=now,
-            categories=categories,
             customer_id=customer_id,
+            categories=categories,
             location_precision=precision if "vehicle.position" in categories else None,
-        )
-        grant = broker.grants.apply(
-            session, grant, GrantAction.ACTIVATE, at=now, reason="consent given on the consent page"
+            at=broker.clock.now(),
+            offered=offered,
         )
         catalogue = broker.documents.catalogue
-        scope = " ".join(sorted(catalogue.category(c).scope for c in grant.categories))
+        # The token's scope: what this page approved (an amended grant may cover more).
+        approved = grant.categories & set(categories)
+        scope = " ".join(sorted(catalogue.category(c).scope for c in approved))
         return Principal(customer_id, (grant.id,)), scope
 
     return await _answer(broker.oauth, url, params, None, before=create_grant)

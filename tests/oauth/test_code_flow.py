@@ -45,9 +45,8 @@ async def test_the_code_flow_with_authlibs_client(site: Site) -> None:
         grants = (await (await site.browser.get("/v1/recipient/grants", headers=headers)).json())[
             "grants"
         ]
-        assert (
-            len(grants) == 1 and grants[0]["grant"] != "gr-677f38bc93017473"
-        )  # the new grant only
+        # One grant: anna's open grant for this contract and car, amended by the new consent.
+        assert len(grants) == 1 and grants[0]["grant"] == "gr-677f38bc93017473"
         assert {"vehicle.status", "vehicle.position"} <= set(grants[0]["categories"])
         assert "vehicle.position:read" in token["scope"].split()
 
@@ -172,9 +171,9 @@ async def test_a_code_works_once_within_60_seconds_and_with_its_verifier(site: S
 async def test_the_token_answer_names_only_the_new_grant_and_a_per_recipient_sub(
     site: Site,
 ) -> None:
-    """OAuth protocol answers are the second written exception: they name only the grants
-    the customer has just given, and the customer by this recipient's own pseudonym; the
-    grant's creation is the audit entry that records them."""
+    """OAuth protocol answers are the second written exception: they name only the grant
+    the customer has just given (or amended), and the customer by this recipient's own
+    pseudonym; the grant's event is the audit entry that records them."""
     import jwt
 
     from broker.oauth.server import customer_subject
@@ -192,7 +191,7 @@ async def test_the_token_answer_names_only_the_new_grant_and_a_per_recipient_sub
         )
     claims = jwt.decode(token["access_token"], options={"verify_signature": False})
     [granted] = claims["grants"]
-    assert granted != "gr-677f38bc93017473"  # not the grant anna had given before
+    assert granted == "gr-677f38bc93017473"  # anna's open grant, amended by this consent
     keyring = site.broker.keyring
     assert claims["sub"] == customer_subject(keyring, "rcp-insurer", "cus-anna")
     assert claims["sub"] != customer_subject(keyring, "rcp-dealer", "cus-anna")

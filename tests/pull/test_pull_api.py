@@ -132,7 +132,7 @@ async def test_refusals_name_the_rule(site: Site) -> None:
         assert response.status_code == 403, response.text
         assert [r["code"] for r in response.json()["reasons"]] == ["category_not_in_contract"]
         # data from before the grant
-        early = format_instant(NOW - timedelta(days=1))
+        early = format_instant(NOW - timedelta(days=90))  # before anna's grant began
         response = await client.get(
             url, params={"category": "vehicle.status", "since": early, "until": UNTIL}
         )
