@@ -37,8 +37,13 @@ class Site:
 
 
 async def make_site(
-    database_url: str, tmp_path: Path, aiohttp_server: Any, aiohttp_client: Any
+    database_url: str,
+    tmp_path: Path,
+    aiohttp_server: Any,
+    aiohttp_client: Any,
+    **overrides: Any,
 ) -> Site:
+    """The broker on ``database_url`` with the demo seed; ``overrides`` are settings."""
     port = free_port()
     settings = replace(
         Settings(),
@@ -47,6 +52,7 @@ async def make_site(
         master_key_file=tmp_path / "master.key",
         audit_key_file=tmp_path / "audit.key",
         oauth_keys_dir=tmp_path / "oauth-keys",
+        **overrides,
     )
     clock = ManualClock(NOW)
     app = create_web_app(settings, clock=clock)

@@ -13,24 +13,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from aiohttp import CookieJar
-from ingest_app import free_port
 from oauth_site import REDIRECT, SCOPE, Site, consent, log_in, make_site
-from worlds import COOPER, NOW, ROOT
+from worlds import COOPER, NOW
 
-from broker.bootstrap import RUNTIME, create_web_app
-from broker.clock import ManualClock
 from broker.domain.contracts import Channel
 from broker.gate.release import Outcome, PopulationTarget, ReleaseRequest, VehicleTarget
-from broker.services.seed import apply_seed, read_seed
-from broker.settings import Settings
 
 APP_REDIRECT = "http://localhost:8080/app/callback"
 ALL_SCOPES = "grants:read grants:write data:read data:export"
@@ -152,28 +146,11 @@ async def webhook_kit(
 ) -> Kit:
     """Like ``kit``, on a broker whose webhooks may go to http://127.0.0.1 and that runs no
     delivery worker of its own (a test drains the queue with its own worker)."""
-    port = free_port()
-    settings = replace(
-        Settings(),
-        database_url=database_url,
-        public_url=f"http://127.0.0.1:{port}",
-        master_key_file=tmp_path / "master.key",
-        audit_key_file=tmp_path / "audit.key",
-        oauth_keys_dir=tmp_path / "oauth-keys",
-        webhook_allow_http_loopback=True,
-        webhook_worker=False,
-    )
-    clock = ManualClock(NOW)
-    app = create_web_app(settings, clock=clock)
-    server = await aiohttp_server(app, port=port)
-    broker = app[RUNTIME].require()
-    seed = read_seed(broker.documents, ROOT / "examples" / "demo-seed.json")
-    broker.database.run_sync(
-        lambda s: apply_seed(s, seed, broker.grants, vault=broker.vault, now=NOW), write=True
-    )
-    jar = CookieJar(unsafe=True, treat_as_secure_origin=server.make_url("/"))
-    browser = await aiohttp_client(server, cookie_jar=jar)
-    return Kit(Site(server, browser, broker, clock))
+    site = await make_site(
+        database_url, tmp_path, aiohttp_server, aiohttp_client,
+        webhook_allow_http_loopback=True, webhook_worker=False,
+    )  # fmt: skip
+    return Kit(site)
 
 
 Kit.record = staticmethod(record)  # type: ignore[attr-defined]
