@@ -18,18 +18,23 @@ answer, the SHA-256 of the canonical JSON of the very document the channel sends
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from datetime import datetime
 
 from sqlmodel import Session
 
-from broker.audit.entry import AuditEntry, canonical_json
+from broker.audit.entry import AuditEntry
 from broker.domain.contracts import Channel, Contract
 from broker.domain.vehicle_models import VehicleModels
 from broker.gate.entries import decided_under
 from broker.gate.keyring import Keyring
-from broker.gate.release import Denial, Eligibility, ReleaseRequest, VehicleTarget
+from broker.gate.release import (
+    Denial,
+    Eligibility,
+    ReleaseRequest,
+    VehicleTarget,
+    document_digest,
+)
 from broker.policy.eligibility import answer_document, check_single_vehicle, eligible_categories
 from broker.policy.release import Reason, check_contract, check_recipient
 from broker.store import audit as audit_store
@@ -84,7 +89,7 @@ def decide_eligibility(
 
     categories = eligible_categories(contract, models, vin)
     document = answer_document(contract.id, categories)
-    digest = hashlib.sha256(canonical_json(document)).hexdigest()
+    digest = document_digest(document)
     entry = _append(
         session,
         request,

@@ -26,7 +26,6 @@ nothing is audited.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -36,12 +35,19 @@ from typing import Any
 
 from sqlmodel import Session
 
-from broker.audit.entry import AuditEntry, canonical_json
+from broker.audit.entry import AuditEntry
 from broker.clock import format_instant
 from broker.domain.contracts import Channel, Contract, ProtectionLevel, VehicleIdentifier
 from broker.domain.grants import Grant
 from broker.gate.keyring import Keyring
-from broker.gate.release import Denial, ForgedRelease, ReleaseRequest, VehicleTarget, seal_for
+from broker.gate.release import (
+    Denial,
+    ForgedRelease,
+    ReleaseRequest,
+    VehicleTarget,
+    document_digest,
+    seal_for,
+)
 from broker.policy.release import Reason, check_recipient
 from broker.store import audit as audit_store
 from broker.store import contracts as contract_store
@@ -111,7 +117,7 @@ def verify_listing(listing: object) -> Listing:
     if not isinstance(listing, Listing):
         raise ForgedRelease("a channel accepts only listings made by the gate")
     expected = seal_for(listing.audit_seq or 0, listing.digest)
-    if not hmac.compare_digest(expected, listing.seal) or listing.digest != _digest(
+    if not hmac.compare_digest(expected, listing.seal) or listing.digest != document_digest(
         listing.document
     ):
         raise ForgedRelease("the listing's seal does not match its content")
@@ -178,7 +184,7 @@ def decide_listing(
 
     listed.sort(key=lambda item: (item.contract.id, item.handle, item.grant.id))
     document = _document(request.view, listed)
-    digest = _digest(document)
+    digest = document_digest(document)
     if not listed:
         return Listing(request, document, (), tuple(reasons), None, digest, seal_for(0, digest))
     used = [transfers[c] for c in sorted({item.contract.id for item in listed})]
@@ -273,10 +279,6 @@ def _document(view: ListingView, listed: list[Listed]) -> dict[str, Any]:
             for item in listed
         ]
     }
-
-
-def _digest(document: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(document)).hexdigest()
 
 
 def _deny(

@@ -21,10 +21,9 @@ from aiohttp import web
 
 from broker.clock import Clock
 from broker.documents import DocumentLibrary
-from broker.documents.schemas import parse_document
-from broker.errors import BadRequest, PayloadTooLarge
 from broker.gate.keyring import Keyring
 from broker.http import openapi as doc
+from broker.http.bodies import read_json
 from broker.http.oauth import require_token
 from broker.oauth.scopes import HOLDERS
 from broker.oauth.server import BrokerAuthorizationServer
@@ -105,20 +104,4 @@ _RESULT: dict[str, Any] = {
 
 
 async def _body(request: web.Request) -> Any:
-    if request.content_type != "application/json":
-        raise BadRequest("send application/json; nothing was changed")
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes; nothing was changed")
-    raw = bytearray()
-    async for chunk in request.content.iter_chunked(4096):
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes; nothing was changed")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadRequest("the body is not UTF-8; nothing was changed") from exc
-    value, errors = parse_document(text)
-    if errors:
-        raise BadRequest(f"the body is not valid JSON ({errors[0].message}); nothing was changed")
-    return value
+    return await read_json(request, max_bytes=MAX_BODY_BYTES, outcome="nothing was changed")

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from broker.documents.schemas import parse_document
-from broker.errors import BadRequest, BrokerError, PayloadTooLarge
+from broker.errors import BrokerError
+from broker.http.bodies import read_json
 from broker.http.oauth import require_token
 from broker.http.openapi import (
     BEARER_ERRORS,
@@ -163,22 +163,6 @@ def add_routes(app: web.Application, *, runtime: Callable[[], WebhookRuntime]) -
 
 
 async def _body(request: web.Request, *, optional: bool = False) -> Any:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes; nothing was stored")
-    raw = bytearray()
-    async for chunk in request.content.iter_chunked(8192):
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes; nothing was stored")
-    if not raw.strip() and optional:
-        return None
-    if request.content_type != "application/json":
-        raise BadRequest("send application/json; nothing was stored")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadRequest("the body is not UTF-8; nothing was stored") from exc
-    value, errors = parse_document(text)
-    if errors:
-        raise BadRequest(f"the body is not valid JSON ({errors[0].message}); nothing was stored")
-    return value
+    return await read_json(
+        request, max_bytes=MAX_BODY_BYTES, outcome="nothing was stored", optional=optional
+    )

@@ -24,7 +24,6 @@ from broker.store.tables import (
     ContractRow,
     FleetMembershipRow,
     GrantRow,
-    NoticeRow,
     WebhookMessageRow,
     WebhookSubscriptionRow,
 )
@@ -273,12 +272,3 @@ def add_fleet_membership(session: Session, operator_id: str, vin: str, *, since:
     """The vehicle joins the operator's fleet (announced to its webhook subscribers)."""
     session.add(FleetMembershipRow(operator_id=operator_id, vin=vin, since=since))
     session.flush()
-
-
-def notice_for_grant(session: Session, grant_id: str) -> NoticeRow | None:
-    """The newest notice issued when the grant ended."""
-    return session.exec(
-        select(NoticeRow)
-        .where(NoticeRow.grant_id == grant_id)
-        .order_by(col(NoticeRow.created_at).desc())
-    ).first()
